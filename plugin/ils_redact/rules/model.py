@@ -1,0 +1,176 @@
+"""The rules as frozen data: what a sysadmin wrote in ``redaction_rules.yaml``.
+
+Nothing here knows about PostgreSQL or MariaDB.  Relation names are written as the ILS
+writes them (``actor.usr`` for Evergreen, ``borrowers`` for Koha); the backend resolves
+them against its catalog.  The disclosure role is an *allow-list*: it reads the columns
+named under ``identity`` and nothing else, so classification lists (``confidential``,
+``personal``, ``other``) document and check, they never open anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: The roles ils-redact creates, by their suffix after the role prefix.
+ROLE_KINDS = ("admin", "disclosure", "stats")
+
+ALL_COLUMNS = "all"
+
+
+@dataclass(frozen=True)
+class IdentityTable:
+    """A table the disclosure role may read, for patrons in scope only."""
+
+    relation: str
+    patron_key: str
+    columns: tuple[str, ...]
+    withheld: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class BarcodeLookup:
+    relation: str
+    column: str
+    patron_key: str
+    active_column: str | None = None
+
+
+@dataclass(frozen=True)
+class PatronModel:
+    relation: str
+    key: str
+    barcode: BarcodeLookup
+    #: columns shown to the staff member creating a request, so they can confirm who
+    #: the named patron is (a subset of the identity columns).
+    display: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DisclosureSettings:
+    max_patrons: int = 10
+    emergency_hours: int = 24
+    court_order_max_days: int = 90
+    #: ``function``: staff logins may only call the logged export function (default);
+    #: ``role``: staff logins become members of the disclosure role and may query.
+    access: str = "function"
+
+
+@dataclass(frozen=True)
+class CustomReport:
+    name: str
+    source: str
+    group_by: tuple[str, ...]
+    measure: str
+    patron_column: str
+    time_column: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StatisticsSettings:
+    k: int = 11
+    reports: tuple[CustomReport, ...] = ()
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    row_cap: int = 1000
+    statement_timeout_ms: int = 5000
+    functions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rules:
+    version: int
+    adapter: str
+    role_prefix: str
+    patron: PatronModel
+    identity: tuple[IdentityTable, ...]
+    secret: dict[str, tuple[str, ...] | str]
+    confidential: dict[str, str]
+    personal: dict[str, str]
+    other: tuple[str, ...]
+    disclosure: DisclosureSettings = DisclosureSettings()
+    statistics: StatisticsSettings = StatisticsSettings()
+    gate: GateSettings = GateSettings()
+    policy_text: Path | None = None
+    path: Path | None = None
+    #: (key, key, index...) -> line in the rules file, for error messages.
+    lines: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False, compare=False)
+    raw_text: str = field(default="", repr=False, compare=False)
+
+    # -- names -----------------------------------------------------------------------
+    def role(self, kind: str, database: str | None = None) -> str:
+        """Role name for ``admin`` / ``disclosure`` / ``stats``.
+
+        ``{database}`` in the prefix is replaced by the database name, so one rules
+        file can serve production and a test copy on the same server.
+        """
+        prefix = self.role_prefix
+        if "{database}" in prefix:
+            if database is None:
+                raise ValueError("role prefix needs a database name")
+            prefix = prefix.replace("{database}", database)
+        return f"{prefix}{kind}"
+
+    def roles(self, database: str | None = None) -> dict[str, str]:
+        return {k: self.role(k, database) for k in ROLE_KINDS}
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw_text.encode("utf-8")).hexdigest()
+
+    def line(self, *path: Any) -> int | None:
+        """Best line for a path: the deepest known prefix."""
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return None
+
+    def where(self, *path: Any) -> str:
+        line = self.line(*path)
+        name = str(self.path) if self.path else "<rules>"
+        return f"{name}:{line}" if line else name
+
+    # -- classification --------------------------------------------------------------
+    def identity_table(self, relation: str) -> IdentityTable | None:
+        for t in self.identity:
+            if t.relation == relation:
+                return t
+        return None
+
+    def secret_columns(self, relation: str) -> tuple[str, ...] | str:
+        return self.secret.get(relation, ())
+
+    def classify(self, relation: str) -> str | None:
+        """``identity``, ``secret``, ``confidential``, ``personal``, ``other`` or None."""
+        if self.identity_table(relation):
+            return "identity"
+        if self.secret.get(relation) == ALL_COLUMNS:
+            return "secret"
+        if relation in self.confidential:
+            return "confidential"
+        if relation in self.personal:
+            return "personal"
+        if relation in self._other_set:
+            return "other"
+        return None
+
+    @property
+    def _other_set(self) -> frozenset[str]:
+        return frozenset(self.other)
+
+    def classified_relations(self) -> set[str]:
+        out = {t.relation for t in self.identity}
+        out |= {r for r, c in self.secret.items() if c == ALL_COLUMNS}
+        out |= set(self.confidential) | set(self.personal) | set(self.other)
+        return out
+
+    def disclosure_columns(self) -> dict[str, tuple[str, ...]]:
+        """relation -> identity columns: exactly what the disclosure role is granted."""
+        return {t.relation: t.columns for t in self.identity}
