@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The roles ils-redact creates, by their suffix after the role prefix.
-ROLE_KINDS = ("admin", "disclosure", "stats")
+#: The roles ils-redact creates, by their suffix after the role prefix.  ``owner`` owns
+#: the layer's objects and is never granted to a person; ``admin`` is for the staff who
+#: manage requests; ``disclosure`` and ``stats`` are the restricted roles.
+ROLE_KINDS = ("owner", "admin", "disclosure", "stats")
 
 ALL_COLUMNS = "all"
 

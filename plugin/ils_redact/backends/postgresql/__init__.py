@@ -1,0 +1,33 @@
+"""PostgreSQL backend: column GRANTs, row-level security, and the layer's own schema.
+
+Public API (mirrored by the CLI, usable from Python and tests):
+``connect``, ``read_catalog``, ``compute_install_plan``, ``offline_install_plan``,
+``install``, ``compute_uninstall_plan``, ``uninstall``, ``status``, ``plan_digest``.
+"""
+
+from .apply import (
+    compute_install_plan,
+    compute_uninstall_plan,
+    install,
+    offline_install_plan,
+    plan_digest,
+    status,
+    uninstall,
+)
+from .connection import connect
+from .introspect import read_catalog
+
+ENGINE = "postgresql"
+
+__all__ = [
+    "ENGINE",
+    "compute_install_plan",
+    "compute_uninstall_plan",
+    "connect",
+    "install",
+    "offline_install_plan",
+    "plan_digest",
+    "read_catalog",
+    "status",
+    "uninstall",
+]

@@ -1,0 +1,1 @@
+"""The demo: placeholder until the fixture lands."""

