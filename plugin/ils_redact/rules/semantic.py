@@ -47,6 +47,12 @@ def _sections_of(rules: Rules) -> dict[str, list[tuple[str, tuple]]]:
 
 def check_rules(rules: Rules) -> None:
     """Consistency of the rules on their own.  Raises RulesErrors."""
+    errs = rules_errors(rules)
+    if errs:
+        raise RulesErrors(errs)
+
+
+def rules_errors(rules: Rules) -> list[RulesError]:
     errs: list[RulesError] = []
 
     def err(msg: str, *path: object, hint: str | None = None) -> None:
@@ -99,8 +105,7 @@ def check_rules(rules: Rules) -> None:
     for i, name in enumerate(names):
         if name in names[:i]:
             err(f"statistics report {name} is defined twice", "statistics", "reports", i)
-    if errs:
-        raise RulesErrors(errs)
+    return errs
 
 
 def check_against_catalog(rules: Rules, catalog: Catalog) -> list[Notice]:
@@ -109,8 +114,7 @@ def check_against_catalog(rules: Rules, catalog: Catalog) -> list[Notice]:
     Raises RulesErrors for errors (exit 2, nothing changed); returns notices for what is
     merely unclassified (new tables or columns since the rules were written).
     """
-    check_rules(rules)
-    errs: list[RulesError] = []
+    errs = rules_errors(rules)
 
     def err(msg: str, *path: object, hint: str | None = None) -> None:
         errs.append(RulesError(msg, path=rules.path, line=rules.line(*path), hint=hint))
@@ -182,6 +186,7 @@ def check_against_catalog(rules: Rules, catalog: Catalog) -> list[Notice]:
                 "owner's rights): classify it confidential", *_place(rules, rel_name))
 
     if errs:
+        errs.sort(key=lambda e: e.line or 0)
         raise RulesErrors(errs)
     return unclassified(rules, catalog)
 
