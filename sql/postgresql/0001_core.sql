@@ -44,7 +44,8 @@ CREATE TABLE ils_redact.install_log (
 );
 
 -- The patrons a login may currently see through the disclosure role.  Written only by
--- the layer's SECURITY DEFINER functions; no restricted role has any privilege on it.
+-- the layer's SECURITY DEFINER functions (request approval, revocation, expiry); no
+-- restricted role has any privilege on it.
 CREATE TABLE ils_redact.scope (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     patron_id   bigint NOT NULL,
@@ -72,37 +73,12 @@ AS $fn$
       AND s.expires_at > statement_timestamp()
 $fn$;
 
--- The minimal way to put a patron in scope (the disclosure workflow builds on it).
-CREATE FUNCTION ils_redact.grant_scope(p_patron bigint, p_grantee name,
-                                       p_expires timestamptz, p_request bigint DEFAULT NULL)
-    RETURNS bigint
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-    SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_id bigint;
-BEGIN
-    IF p_patron IS NULL OR p_grantee IS NULL OR p_expires IS NULL THEN
-        RAISE EXCEPTION 'patron, grantee and expiry are required' USING ERRCODE = '22004';
-    END IF;
-    IF p_expires <= statement_timestamp() THEN
-        RAISE EXCEPTION 'expiry % is not in the future', p_expires USING ERRCODE = '22023';
-    END IF;
-    INSERT INTO ils_redact.scope (patron_id, grantee, expires_at, request_id)
-    VALUES (p_patron, p_grantee, p_expires, p_request)
-    RETURNING id INTO v_id;
-    RETURN v_id;
-END
-$fn$;
-
 RESET ROLE;
 
 -- New functions are executable by PUBLIC: revoke, then grant to exactly who needs it.
 REVOKE ALL ON FUNCTION ils_redact.scope_patron_ids() FROM PUBLIC;
-REVOKE ALL ON FUNCTION ils_redact.grant_scope(bigint, name, timestamptz, bigint) FROM PUBLIC;
 GRANT USAGE ON SCHEMA ils_redact TO {admin}, {disclosure};
 GRANT EXECUTE ON FUNCTION ils_redact.scope_patron_ids() TO {disclosure};
-GRANT EXECUTE ON FUNCTION ils_redact.grant_scope(bigint, name, timestamptz, bigint) TO {admin};
 
 -- The ILS owner's nightly pg_dump must keep working and must include this schema (and,
 -- later, the audit trail): it reads, never writes.

@@ -16,8 +16,9 @@ from typing import Any
 
 #: The roles ils-redact creates, by their suffix after the role prefix.  ``owner`` owns
 #: the layer's objects and is never granted to a person; ``admin`` is for the staff who
-#: manage requests; ``disclosure`` and ``stats`` are the restricted roles.
-ROLE_KINDS = ("owner", "admin", "disclosure", "stats")
+#: manage requests; ``disclosure`` and ``stats`` are the restricted roles; ``exporter``
+#: may only call the logged export function (the default way staff disclose).
+ROLE_KINDS = ("owner", "admin", "disclosure", "exporter", "stats")
 
 ALL_COLUMNS = "all"
 

@@ -23,6 +23,7 @@ from ...errors import StateError
 from ...plan import Plan, Step
 from ...resources import sql_dir
 from ...rules import Rules, check_against_catalog
+from .generated import Generated, generated_functions, settings, settings_sql
 from .state import Installed, PgState, Priv, make_marker
 
 PASSTHROUGH = "ils_redact_passthrough"
@@ -105,8 +106,16 @@ def desired_privileges(rules: Rules, roles: dict[str, str], state: PgState) -> s
         out.add(Priv(dis, "schema", schema, "USAGE"))
         for col in t.columns:
             out.add(Priv(dis, "column", t.relation, "SELECT", col))
+    # the owner runs the patron lookup (ids and barcodes -> who they are) for admins
+    owner = roles["owner"]
+    p, b = rules.patron, rules.patron.barcode
+    for rel, cols in ((p.relation, {p.key, *p.display}),
+                      (b.relation, {b.column, b.patron_key} | ({b.active_column} - {None}))):
+        out.add(Priv(owner, "schema", rel.split(".", 1)[0], "USAGE"))
+        for col in cols:
+            out.add(Priv(owner, "column", rel, "SELECT", col))
     if not state.public_connect:
-        for kind in ("admin", "disclosure", "stats"):
+        for kind in ("admin", "disclosure", "exporter", "stats"):
             out.add(Priv(roles[kind], "database", state.database, "CONNECT"))
     return out
 
@@ -190,6 +199,7 @@ _ROLE_WHY = {
     "owner": "owns the ils_redact objects; never granted to a person",
     "admin": "staff who manage disclosure requests act through this role's functions",
     "disclosure": "reads identity columns of patrons in an approved request's scope only",
+    "exporter": "staff who may only call the logged export function",
     "stats": "reads suppressed aggregate reports only",
 }
 
@@ -279,7 +289,15 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
         steps.append(Step("record", group[0].object, records_sql(
             [("grant", p.key, p.to_json(), None) for p in group])))
 
-    # 4. row-level security on every table where the disclosure role holds a grant
+    # 4. settings the database enforces, and the functions written from the rules
+    want = settings(rules)
+    if (state.settings or {}) != want:
+        steps.append(Step("settings", "ils_redact.setting", settings_sql(want),
+                          "limits from the rules that the database itself enforces"))
+    for g in generated_functions(rules, catalog):
+        steps.extend(_generated_steps(g, state, roles))
+
+    # 5. row-level security on every table where the disclosure role holds a grant
     steps.extend(_rls_steps(rules, catalog, state, roles))
 
     if steps:
@@ -290,6 +308,26 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
             sql.Literal(rules.sha256),
             sql.Literal(sum(1 for s in steps if s.kind != "record"))))))
     return plan
+
+
+def _generated_steps(g: Generated, state: PgState, roles: dict[str, str]) -> list[Step]:
+    key = g.signature.replace(" ", "")
+    have = state.layer_functions.get(key)
+    if have is not None and have[1] and g.digest in have[1]:
+        return []
+    steps = [Step("function", g.signature, g.create, g.why)]
+    if have is None:  # new: set owner and EXECUTE once; CREATE OR REPLACE keeps both
+        owner = sql.Identifier(roles[g.owner_kind])
+        steps.append(Step("function-owner", g.signature, f"ALTER FUNCTION {g.signature} OWNER TO "
+                          + _s(owner)))
+        steps.append(Step("function-acl", g.signature,
+                          f"REVOKE ALL ON FUNCTION {g.signature} FROM PUBLIC"))
+        for kind in g.execute_kinds:
+            steps.append(Step("function-acl", g.signature,
+                              f"GRANT EXECUTE ON FUNCTION {g.signature} TO "
+                              + _s(sql.Identifier(roles[kind]))))
+    steps.append(Step("function-comment", g.signature, g.comment_sql()))
+    return steps
 
 
 def _grant_why(p: Priv, rules: Rules) -> str:

@@ -86,6 +86,10 @@ class PgState:
     privileges: set[Priv] = field(default_factory=set)
     policies: dict[tuple[str, str], PolicyInfo] = field(default_factory=dict)
     public_connect: bool = True
+    #: ils_redact.setting, when the layer has it
+    settings: dict[str, Any] | None = None
+    #: signature -> (owner, comment) of the functions in the layer's schema
+    layer_functions: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     @property
     def is_installed(self) -> bool:
@@ -185,6 +189,15 @@ def read_state(conn: psycopg.Connection, rules: Rules) -> PgState:
         layer_version = int(v[0]) if v else 0
         installed = [Installed(k, o, d or {}, p) for k, o, d, p in conn.execute(
             "SELECT kind, object, detail, prior FROM ils_redact.installed_object ORDER BY id")]
+    settings = None
+    if conn.execute("SELECT to_regclass('ils_redact.setting') IS NOT NULL").fetchone()[0]:
+        settings = {k: v for k, v in conn.execute("SELECT key, value FROM ils_redact.setting")}
+    layer_functions = {
+        sig: (owner, comment) for sig, owner, comment in conn.execute(
+            "SELECT p.oid::regprocedure::text, pg_get_userbyid(p.proowner), "
+            "obj_description(p.oid, 'pg_proc') FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ils_redact'")
+    }
     privs = {
         Priv(role, objtype, obj, priv, col)
         for role, objtype, obj, priv, col in conn.execute(
@@ -208,4 +221,6 @@ def read_state(conn: psycopg.Connection, rules: Rules) -> PgState:
         privileges=privs,
         policies=policies,
         public_connect=bool(pub and pub[0]),
+        settings=settings,
+        layer_functions=layer_functions,
     )

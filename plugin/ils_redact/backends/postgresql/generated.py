@@ -1,0 +1,200 @@
+"""Layer objects whose text depends on the rules: settings, patron lookup, export.
+
+The versioned files in ``sql/postgresql`` hold what is the same for every library; these
+objects name the ILS's own tables and columns, so the planner writes them from the rules
+and diffs them by a digest kept in the object's comment (as for policies).
+
+The export function is owned by the disclosure role itself: even a bug in it cannot read
+more than that role may (column grants + row policies apply inside it).  It reads the
+rows, renders the exact bytes handed to the officer (CSV or JSON), hashes them and appends
+the manifest to the audit log, all in the transaction of the read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from ...catalog import Catalog
+from ...rules import Rules
+
+MARK = "ils-redact:"
+
+
+def _s(q: sql.Composable) -> str:
+    return q.as_string(None)
+
+
+def _rel(name: str) -> sql.Identifier:
+    return sql.Identifier(*name.split(".", 1))
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One rules-derived function: its signature, owner, body and who may execute it."""
+
+    signature: str  # e.g. ils_redact.export(bigint, text)
+    owner_kind: str  # owner | disclosure
+    create: str
+    execute_kinds: tuple[str, ...]
+    why: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.create.encode()).hexdigest()[:16]
+
+    def comment_sql(self) -> str:
+        return f"COMMENT ON FUNCTION {self.signature} IS " + _s(
+            sql.Literal(f"{MARK}{self.digest}: {self.why}"))
+
+
+def identity_columns(rules: Rules) -> list[str]:
+    """The allow-list as qualified names, in rules order: what a request may name."""
+    return [f"{t.relation}.{c}" for t in rules.identity for c in t.columns]
+
+
+def settings(rules: Rules) -> dict[str, object]:
+    """Settings the database itself enforces."""
+    d = rules.disclosure
+    return {
+        "max_patrons": d.max_patrons,
+        "emergency_hours": d.emergency_hours,
+        "court_order_max_days": d.court_order_max_days,
+        "access": d.access,
+        "identity_columns": identity_columns(rules),
+        "statistics_k": rules.statistics.k,
+    }
+
+
+def settings_sql(values: dict[str, object]) -> str:
+    rows = sql.SQL(", ").join(
+        sql.SQL("({}, {}::jsonb)").format(sql.Literal(k), sql.Literal(json.dumps(v)))
+        for k, v in values.items())
+    return _s(sql.SQL("INSERT INTO ils_redact.setting (key, value) VALUES {} "
+                      "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value").format(rows))
+
+
+def patron_lookup(rules: Rules) -> Generated:
+    """Resolve ids and barcodes to patrons, with the display columns, for the staff member
+    who creates a request ("resolve them and show who they are")."""
+    p = rules.patron
+    b = p.barcode
+    display = sql.SQL(", ").join(
+        sql.SQL("{}, u.{}").format(sql.Literal(c), sql.Identifier(c)) for c in p.display)
+    active = (sql.SQL(", 'active', c.{}").format(sql.Identifier(b.active_column))
+              if b.active_column else sql.SQL(""))
+    body = sql.SQL("""
+    SELECT x::text, u.{key}::bigint, jsonb_build_object({display})
+    FROM unnest(coalesce(p_ids, '{{}}'::bigint[])) x
+    JOIN {patron} u ON u.{key} = x
+    UNION ALL
+    SELECT bc, u.{key}::bigint, jsonb_build_object({display}, 'barcode', c.{bcol}{active})
+    FROM unnest(coalesce(p_barcodes, '{{}}'::text[])) bc
+    JOIN {card} c ON c.{bcol} = bc
+    JOIN {patron} u ON u.{key} = c.{bkey}
+""").format(key=sql.Identifier(p.key), display=display, patron=_rel(p.relation),
+            card=_rel(b.relation), bcol=sql.Identifier(b.column), bkey=sql.Identifier(b.patron_key),
+            active=active)
+    create = _s(sql.SQL(
+        "CREATE OR REPLACE FUNCTION ils_redact.patron_lookup(p_ids bigint[], p_barcodes text[])\n"
+        "    RETURNS TABLE (named_as text, patron_id bigint, display jsonb)\n"
+        "    LANGUAGE sql STABLE SECURITY DEFINER\n"
+        "    SET search_path = pg_catalog, pg_temp\n"
+        "AS $fn${}$fn$").format(body))
+    return Generated("ils_redact.patron_lookup(bigint[], text[])", "owner", create, ("admin",),
+                     "resolves the patrons a request names, for the staff member to confirm")
+
+
+def export_function(rules: Rules, catalog: Catalog) -> Generated:
+    branches = []
+    for order, t in enumerate(rules.identity, start=1):
+        rel = catalog.relation(t.relation)
+        pk = rel.primary_key[0] if rel.primary_key else t.patron_key
+        vals = sql.SQL(", ").join(
+            sql.SQL("{}, t.{}").format(sql.Literal(c), sql.Identifier(c)) for c in t.columns)
+        branches.append(sql.SQL(
+            "SELECT t.{key}::bigint AS patron_id, {ord} AS rel_order, {relname}::text AS relation,"
+            " t.{pk}::text AS row_key, jsonb_build_object({vals}) AS vals"
+            " FROM {rel} t WHERE t.{key} = ANY (v.patrons)").format(
+            key=sql.Identifier(t.patron_key), ord=sql.Literal(order),
+            relname=sql.Literal(t.relation), pk=sql.Identifier(pk), vals=vals,
+            rel=_rel(t.relation)))
+    rows_query = sql.SQL("\n            UNION ALL ").join(branches)
+    allow = sql.Literal(identity_columns(rules))
+    body = sql.SQL("""
+DECLARE
+    v record;
+    v_cols text[];
+    v_rows jsonb;
+    v_doc text;
+    v_manifest jsonb;
+    v_seq bigint;
+BEGIN
+    SELECT * INTO v FROM ils_redact.export_check(p_request);
+    IF NOT v.ok THEN
+        v_seq := ils_redact.audit_append('export.refused', p_request,
+                     jsonb_build_object('reason', v.reason, 'format', p_format));
+        RETURN QUERY SELECT v_seq, NULL::text, jsonb_build_object('refused', v.reason);
+        RETURN;
+    END IF;
+    IF p_format IS NULL OR p_format NOT IN ('csv', 'json') THEN
+        RAISE EXCEPTION 'format must be csv or json' USING ERRCODE = '22023';
+    END IF;
+    -- the request's columns, in allow-list order
+    SELECT array_agg(c ORDER BY array_position({allow}::text[], c)) INTO v_cols
+    FROM unnest(v.columns) c WHERE c = ANY ({allow}::text[]);
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'patron_id', s.patron_id, 'relation', s.relation,
+               'values', (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}'::jsonb)
+                          FROM jsonb_each(s.vals) e
+                          WHERE s.relation || '.' || e.key = ANY (v_cols)))
+             ORDER BY s.patron_id, s.rel_order, length(s.row_key), s.row_key), '[]'::jsonb)
+    INTO v_rows
+    FROM ({rows_query}) s;
+    IF p_format = 'json' THEN
+        v_doc := jsonb_pretty(jsonb_build_object(
+            'request', p_request, 'basis', v.basis, 'columns', to_jsonb(v_cols),
+            'records', v_rows)) || E'\\n';
+    ELSE
+        SELECT 'patron_id,relation,' || array_to_string(
+                   ARRAY(SELECT ils_redact.csv_cell(c) FROM unnest(v_cols) c), ',') || E'\\n'
+               || coalesce(string_agg(
+                   (r ->> 'patron_id') || ',' || ils_redact.csv_cell(r ->> 'relation') || ','
+                   || (SELECT string_agg(
+                           CASE WHEN regexp_replace(c, '\\.[^.]*$', '') = r ->> 'relation'
+                                THEN ils_redact.csv_cell(r -> 'values' ->> regexp_replace(c, '^.*\\.', ''))
+                                ELSE '' END, ',' ORDER BY i)
+                       FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
+                   E'\\n' ORDER BY o) || E'\\n', '')
+        INTO v_doc
+        FROM jsonb_array_elements(v_rows) WITH ORDINALITY x(r, o);
+    END IF;
+    v_manifest := jsonb_build_object(
+        'request', p_request, 'basis', v.basis, 'format', p_format,
+        'columns', to_jsonb(v_cols), 'rows', jsonb_array_length(v_rows),
+        'patrons', (SELECT count(DISTINCT e ->> 'patron_id') FROM jsonb_array_elements(v_rows) e),
+        'sha256', encode(sha256(convert_to(v_doc, 'UTF8')), 'hex'),
+        'bytes', octet_length(convert_to(v_doc, 'UTF8')),
+        'exported_by', session_user, 'exported_at', statement_timestamp());
+    v_seq := ils_redact.audit_append('export', p_request, v_manifest);
+    -- the server log keeps a line even if the caller rolls the transaction back
+    RAISE LOG 'ils-redact: export of request % by % (% rows, sha256 %), audit entry %',
+        p_request, session_user, v_manifest ->> 'rows', v_manifest ->> 'sha256', v_seq;
+    RETURN QUERY SELECT v_seq, v_doc, v_manifest;
+END
+""").format(allow=allow, rows_query=rows_query)
+    create = _s(sql.SQL(
+        "CREATE OR REPLACE FUNCTION ils_redact.export(p_request bigint, p_format text)\n"
+        "    RETURNS TABLE (audit_seq bigint, document text, manifest jsonb)\n"
+        "    LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
+        "    SET search_path = pg_catalog, pg_temp\n"
+        "AS $fn${}$fn$").format(body))
+    return Generated("ils_redact.export(bigint, text)", "disclosure", create, ("exporter",),
+                     "the logged export: identity rows of one approved request's patrons")
+
+
+def generated_functions(rules: Rules, catalog: Catalog) -> list[Generated]:
+    return [patron_lookup(rules), export_function(rules, catalog)]
