@@ -1,0 +1,51 @@
+"""How the workflow calls the layer's functions, whatever the backend.
+
+PostgreSQL exposes them as functions (``SELECT * FROM ils_redact.f(...)``); the MariaDB
+backend provides procedures of the same names and arguments.  Values are always passed
+as parameters; the function names come from this package, never from input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..errors import Refused
+
+_NAMES = frozenset({
+    "patron_lookup", "request_create", "request_approve", "request_end", "sweep_expired",
+    "export", "log_refusal", "audit_append",
+})
+
+
+def is_postgres(conn: Any) -> bool:
+    return isinstance(conn, psycopg.Connection)
+
+
+def call(conn: Any, name: str, args: list[Any]) -> list[tuple]:
+    if name not in _NAMES:
+        raise ValueError(name)
+    if is_postgres(conn):
+        q = sql.SQL("SELECT * FROM {}.{}({})").format(
+            sql.Identifier("ils_redact"), sql.Identifier(name),
+            sql.SQL(", ").join(sql.Placeholder() * len(args)))
+        try:
+            return conn.execute(q, args).fetchall()
+        except psycopg.errors.RaiseException as exc:
+            raise Refused(exc.diag.message_primary or str(exc)) from None
+        except (psycopg.errors.InvalidParameterValue,
+                psycopg.errors.InsufficientPrivilege) as exc:
+            raise Refused(exc.diag.message_primary or str(exc)) from None
+    from ..backends.mariadb import procedures  # type: ignore[import-not-found]
+
+    return procedures.call(conn, name, args)
+
+
+def query(conn: Any, sql_text: str, params: list[Any] | None = None) -> list[tuple]:
+    if is_postgres(conn):
+        return conn.execute(sql_text, params or None).fetchall()
+    with conn.cursor() as cur:
+        cur.execute(sql_text, params or None)
+        return list(cur.fetchall())
