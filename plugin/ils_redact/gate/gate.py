@@ -1,0 +1,270 @@
+"""The query gate: check one SQL text for a profile and return what may run.
+
+The gate is the second layer.  The database already refuses what it must (column GRANTs
+and row-level security); the gate makes allowed queries work (``*`` expands to the
+permitted columns, the scope predicate is explicit) and refuses the rest early with a
+reason a person understands.  Switching it off opens nothing, and it is never stricter
+than needed on purpose: where it refuses a query the database would allow, it says why.
+
+The pipeline follows sqlglot's optimizer: small ordered passes, each with a stable
+finding code, after qualification so later passes see fully resolved names::
+
+    parse (exactly one statement)      R-PARSE, R-MULTI-STATEMENT
+    server's parser (PostgreSQL)       R-PARSE, R-COMMAND, R-DML, R-SELECT-INTO, R-LOCKING
+    statement kind, hidden statements  R-NOT-SELECT, R-COMMAND, R-DML, R-SELECT-INTO ...
+    constructs, functions, casts       R-PARAMETER, R-WHOLE-ROW, R-FUNCTION, R-CAST
+    relations (search_path)            R-UNKNOWN-RELATION, R-CONFIDENTIAL-RELATION ...
+    parser cross-check (PostgreSQL)    R-PARSER-DIFFERENTIAL
+    qualify against the catalog        R-UNKNOWN-COLUMN
+    star filter, every column          R-SECRET-COLUMN, R-WITHHELD-COLUMN, R-WHOLE-ROW
+    statistics report shape            R-NOT-AGGREGATE, R-WINDOW, R-PATRON-...
+    rewrite: scope, row cap, render    R-SCOPE
+    verify the output (PostgreSQL)     R-PARSER-DIFFERENTIAL, R-FUNCTION, R-CAST
+
+The output SQL is regenerated from the checked tree and is the only thing ever executed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from threading import Lock
+
+from sqlglot import exp
+from sqlglot.errors import OptimizeError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import traverse_scope
+
+from ..catalog import Catalog
+from ..errors import IlsRedactError, did_you_mean
+from ..rules import Rules
+from . import pgparse
+from .access import Access, AccessChecker, check_columns, filter_star_columns, mark_star_selects
+from .findings import Finding, dedupe, finding
+from .names import TableRef, full_schema, resolve_relations
+from .profiles import Classifier, Profile, build_profile
+from .report import ReportChecker
+from .rewrite import cap_limit, inject_scope, render, strip_comments
+from .statement import (
+    check_constructs,
+    check_functions,
+    check_hidden_statements,
+    check_statement_kind,
+    parse_statements,
+)
+
+DIALECTS = {"postgres": "postgres", "postgresql": "postgres", "mysql": "mysql",
+            "mariadb": "mysql"}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The outcome of one check.  ``sql`` is the SQL to execute when ``ok``."""
+
+    ok: bool
+    sql: str | None
+    findings: tuple[Finding, ...]
+    relations: frozenset[str] = frozenset()
+    columns: frozenset[str] = frozenset()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "sql": self.sql,
+            "findings": [f.to_dict() for f in self.findings],
+            "relations": sorted(self.relations),
+            "columns": sorted(self.columns),
+        }
+
+
+@dataclass
+class _State:
+    """One check in progress."""
+
+    text: str
+    findings: list[Finding] = field(default_factory=list)
+    refs: list[TableRef] = field(default_factory=list)
+    access: Access = field(default_factory=Access)
+
+    def result(self, sql: str | None = None) -> GateResult:
+        fs = dedupe(self.findings)
+        return GateResult(ok=not fs and sql is not None, sql=sql if not fs else None,
+                          findings=fs, relations=frozenset(self.access.relations),
+                          columns=frozenset(self.access.columns))
+
+
+class Gate:
+    """Checks SQL texts for one profile (and request), with an LRU of results.
+
+    ``profile`` is ``disclosure``, ``stats`` or ``report`` (see :mod:`.profiles`);
+    ``search_path`` resolves unqualified names the way the role's connection would.
+    """
+
+    def __init__(self, rules: Rules, catalog: Catalog, profile: str, *,
+                 request_id: int | None = None, dialect: str = "postgres",
+                 search_path: Sequence[str] = ("public",), cache_size: int = 1024,
+                 require_request: bool = False) -> None:
+        if dialect not in DIALECTS:
+            raise IlsRedactError(f"unknown SQL dialect {dialect!r}",
+                                 hint=f"choose one of {', '.join(sorted(DIALECTS))}")
+        self.rules = rules
+        self.catalog = catalog
+        self.dialect = DIALECTS[dialect]
+        self.search_path = tuple(search_path)
+        self.profile: Profile = build_profile(rules, catalog, profile, request_id)
+        self.require_request = require_request
+        self.classifier = Classifier(rules, catalog)
+        self.checker = AccessChecker(rules, self.profile, self.classifier)
+        self._schema = full_schema(catalog, self.dialect)
+        self._permitted_order = {
+            rel: [c for c in catalog.relations[rel].column_names if c in cols]
+            for rel, cols in self.profile.permitted.items() if rel in catalog.relations}
+        self._cache: OrderedDict[tuple[object, ...], GateResult] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = Lock()
+
+    # -- public --------------------------------------------------------------------
+    def check(self, sql_text: str) -> GateResult:
+        """Check one SQL text; answered from the cache when the same text comes again."""
+        key = (self.profile.name, self.profile.request_id, sql_text)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        result = self._check(sql_text)
+        if self._cache_size > 0:
+            with self._lock:
+                self._cache[key] = result
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return result
+
+    # -- pipeline ------------------------------------------------------------------
+    def _check(self, text: str) -> GateResult:
+        st = _State(text)
+        trees, err = parse_statements(text, self.dialect)
+        pg_facts = None
+        pg_head: list[Finding] = []
+        pg_inner: list[Finding] = []
+        if self.dialect == "postgres":
+            pg_facts, pg_err = pgparse.pg_facts(text)
+            if pg_err is not None:  # whatever sqlglot thinks, the server would not run it
+                st.findings.append(err or pg_err)
+                return st.result()
+            pg_head, pg_inner = pgparse.check_original(pg_facts)
+        if err is not None:
+            # a statement sqlglot cannot read (NOTIFY ...) is better named by the server
+            st.findings.append(pg_head[0] if pg_head else err)
+            return st.result()
+        if not trees:
+            st.findings.append(Finding("R-PARSE", "no SQL statement in the text"))
+            return st.result()
+        if len(trees) > 1 or any(f.code == "R-MULTI-STATEMENT" for f in pg_head):
+            st.findings.append(finding(
+                "R-MULTI-STATEMENT", f"{max(len(trees), len(pg_facts.statements) if pg_facts else 0)} "
+                f"statements; the gate checks exactly one",
+                node=trees[1] if len(trees) > 1 else None))
+            return st.result()
+        tree = trees[0]
+        kind = list(check_statement_kind(tree))
+        if pg_head and (not kind or kind[0].code == "R-NOT-SELECT"):
+            kind = pg_head[:1]  # the server knows its own statements best (LISTEN x)
+        if kind:
+            st.findings.extend(kind)
+            return st.result()
+        st.findings.extend(check_hidden_statements(tree))
+        have = {f.code for f in st.findings}
+        st.findings.extend(f for f in pg_inner if f.code not in have)
+        hidden = bool(st.findings)
+        st.findings.extend(check_constructs(tree, self.dialect))
+        st.findings.extend(check_functions(tree, self.dialect, self.profile.extra_functions))
+        if hidden:  # names inside INTO or a DML clause are not worth resolving
+            return st.result()
+
+        tree = normalize_identifiers(tree, dialect=self.dialect)
+        sg_columns = {c.name for c in tree.find_all(exp.Column)
+                      if not isinstance(c.this, exp.Star)}
+        refs, unknown = resolve_relations(tree, self.catalog, self.search_path)
+        st.refs = refs
+        st.findings.extend(unknown)
+        st.access.relations = {r.relation for r in refs}
+        for ref in refs:
+            f = self.checker.relation_finding(ref.relation, ref.node)
+            if f:
+                st.findings.append(f)
+        if pg_facts is not None and not unknown:
+            st.findings.extend(pgparse.compare(pg_facts, st.access.relations, sg_columns,
+                                               self.catalog, self.search_path))
+        if unknown:
+            return st.result()
+
+        tree = self._qualify(tree, st)
+        if tree is None:
+            return st.result()
+        scopes = traverse_scope(tree)
+        withheld: dict[int, dict[str, tuple[str, str]]] = {}
+        st.findings.extend(filter_star_columns(scopes, self.checker, withheld))
+        if withheld:
+            for scope in scopes:
+                scope.clear_cache()
+        st.findings.extend(check_columns(scopes, tree, self.checker, withheld, st.access))
+        if self.profile.aggregate_only:
+            st.findings.extend(ReportChecker(self.profile).check(scopes, tree))
+        if st.findings:
+            return st.result()
+        return self._rewrite(tree, st)
+
+    def _qualify(self, tree: exp.Expr, st: _State) -> exp.Expr | None:
+        mark_star_selects(tree)
+        try:
+            return qualify(tree, schema=self._schema, dialect=self.dialect,
+                           validate_qualify_columns=True, quote_identifiers=True,
+                           expand_stars=True)
+        except OptimizeError as exc:
+            st.findings.append(self._column_error(str(exc), st.access.relations))
+            return None
+
+    def _column_error(self, message: str, relations: set[str]) -> Finding:
+        """An unresolvable (unknown or ambiguous) column, with a hint where possible."""
+        m = re.search(r"Column '([^']*)' could not be resolved(?:\. Line: (\d+), Col: (\d+))?",
+                      message)
+        if not m:
+            return Finding("R-UNKNOWN-COLUMN", f"cannot resolve the columns: {message}")
+        name = m.group(1)
+        line = int(m.group(2)) if m.group(2) else None
+        col = int(m.group(3)) - len(name) + 1 if m.group(3) else None
+        owners = sorted(r for r in relations if name in self.catalog.relations[r].column_names)
+        if len(owners) > 1:
+            msg = (f"column {name} is ambiguous: it exists in {', '.join(owners)}; "
+                   f"qualify it with the table alias")
+        else:
+            names = [c for r in relations for c in self.catalog.relations[r].column_names]
+            hint = did_you_mean(name, names)
+            msg = (f"column {name} does not exist in "
+                   f"{', '.join(sorted(relations)) or 'the relations named'}"
+                   f"{f' ({hint})' if hint else ''}")
+        return Finding("R-UNKNOWN-COLUMN", msg, name, line, col)
+
+    def _rewrite(self, tree: exp.Expr, st: _State) -> GateResult:
+        if self.profile.scope:
+            tables = [(r.node, r.relation) for r in st.refs if r.relation in self.profile.scope]
+            if tables and self.profile.request_id is None and self.require_request:
+                st.findings.append(finding(
+                    "R-SCOPE", "a disclosure query names the request it serves: pass the "
+                    "request id", tables[0][1], tables[0][0]))
+                return st.result()
+            st.findings.extend(inject_scope(tree, self.profile, tables, self.dialect,
+                                            self._permitted_order))
+            if st.findings:
+                return st.result()
+        tree = cap_limit(tree, self.profile.row_cap, self.dialect)
+        strip_comments(tree)
+        sql = render(tree, self.dialect)
+        if self.dialect == "postgres":
+            st.findings.extend(pgparse.verify_output(sql, st.access.relations,
+                                                     self.profile.extra_functions))
+        return st.result(sql)

@@ -1,0 +1,237 @@
+"""Cross-check with the server's own parser (libpg_query, through pglast).
+
+sqlglot is a different parser from PostgreSQL's.  Where the two read a text differently
+(``U&"\\0069d"`` is the column ``id`` to the server and ``U & "\\0069d"`` to sqlglot; a
+Kelvin sign ``K`` folds to ``k`` in Python but not in the server), what sqlglot checked
+is not what the server would run.  Two defences, both here because they are PostgreSQL
+only:
+
+1. The ORIGINAL text is parsed by both.  The server's parser must see exactly one
+   SELECT (no INTO, no locking clause, no data-modifying statement anywhere), and the
+   set of relations (schema-qualified through the same search path) and of column names
+   it references must equal what sqlglot saw; otherwise ``R-PARSER-DIFFERENTIAL``.
+2. The REGENERATED text, the only one ever executed, is parsed again by the server's
+   parser: one SELECT, every relation schema-qualified and among the checked ones, every
+   function the server will call on a PostgreSQL-level allow-list, no casts to
+   catalog-lookup types.  A failure here means the gate itself generated something it did
+   not check, and the query is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError as PgParseError
+
+from ..catalog import Catalog
+from .findings import Finding, offset_to_line_col
+from .names import resolve_name
+
+#: Functions the server calls for the SQL sqlglot generates from the allowed node classes
+#: (see tests/gate/test_pgparse.py, which keeps the two lists in step).  Special syntax
+#: (TRIM, SUBSTRING ... FROM, EXTRACT, POSITION, AT TIME ZONE) becomes pg_catalog calls.
+PG_FUNCTIONS = frozenset({
+    "abs", "age", "array_agg", "array_append", "array_cat", "array_length", "array_lower",
+    "array_position", "array_remove", "array_to_string", "array_upper", "ascii", "avg",
+    "bit_length", "bool_and", "bool_or", "btrim", "cardinality", "ceil", "ceiling", "chr",
+    "clock_timestamp", "concat", "concat_ws", "corr", "count", "covar_pop", "covar_samp",
+    "cume_dist", "date", "date_part", "date_trunc", "decode", "dense_rank", "div", "encode",
+    "every", "exp", "extract", "first_value", "floor", "format", "generate_series",
+    "initcap", "isfinite", "json_agg", "json_build_array", "json_build_object", "jsonb_agg",
+    "jsonb_build_array", "jsonb_build_object", "justify_days", "justify_hours",
+    "justify_interval", "lag", "last_value", "lead", "left", "length", "ln", "log", "lower",
+    "lpad", "ltrim", "make_date", "make_interval", "make_time", "make_timestamp", "max",
+    "md5", "min", "mode", "nth_value", "ntile", "octet_length", "overlay", "percent_rank",
+    "percentile_cont", "percentile_disc", "phraseto_tsquery", "plainto_tsquery", "position",
+    "power", "quote_literal", "random", "rank", "regexp_match", "regexp_replace",
+    "regexp_split_to_array", "repeat", "replace", "reverse", "right", "round", "row_number",
+    "rpad", "rtrim", "sign", "similar_to_escape", "split_part", "sqrt", "starts_with",
+    "statement_timestamp", "stddev", "stddev_pop", "stddev_samp", "string_agg",
+    "string_to_array", "strpos", "substr", "substring", "sum", "timezone", "to_char",
+    "to_date", "to_json", "to_jsonb", "to_number", "to_timestamp", "to_tsquery",
+    "to_tsvector", "transaction_timestamp", "translate", "trunc", "unnest", "upper",
+    "var_pop", "var_samp", "variance", "websearch_to_tsquery", "width_bucket",
+})
+
+#: Functions the gate itself injects (the scope of a disclosure).
+SCOPE_FUNCTIONS = frozenset({("ils_redact", "request_patron_ids"),
+                             ("ils_redact", "scope_patron_ids")})
+
+_DDL_PREFIXES = ("Create", "Drop", "Alter", "Grant", "Revoke", "Rename", "Comment",
+                 "SecLabel", "Reindex", "Cluster", "Refresh", "Import", "Define", "Rule",
+                 "Composite", "Index", "View")
+_DML = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+
+
+@dataclass
+class PgFacts:
+    """What the server's parser sees in a text."""
+
+    statements: list[str] = field(default_factory=list)
+    relations: set[tuple[str | None, str | None, str]] = field(default_factory=set)
+    cte_names: set[str] = field(default_factory=set)
+    columns: set[str] = field(default_factory=set)
+    functions: set[tuple[str, ...]] = field(default_factory=set)
+    types: set[tuple[str, ...]] = field(default_factory=set)
+    into: bool = False
+    locking: bool = False
+    dml: list[str] = field(default_factory=list)
+
+
+def _walk(root: object) -> Iterator[ast.Node]:
+    stack = [root]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, ast.Node):
+            yield x
+            for k in type(x).__slots__:  # type: ignore[attr-defined]
+                v = getattr(x, k, None)
+                if v is not None and not isinstance(v, (str, int, float, bool)):
+                    stack.append(v)
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+
+
+def _names(strings: Sequence[object]) -> tuple[str, ...]:
+    return tuple(s.sval for s in strings if isinstance(s, ast.String))
+
+
+def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
+    """Parse with libpg_query; a syntax error is the server's ``R-PARSE``."""
+    try:
+        stmts = parse_sql(sql)
+    except PgParseError as exc:
+        msg, offset = (exc.args + (None,))[:2] if exc.args else (str(exc), None)
+        line = col = None
+        if isinstance(offset, int):
+            chars = len(sql.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
+            line, col = offset_to_line_col(sql, chars)
+        return None, Finding("R-PARSE", f"the server's parser refuses the text: {msg}",
+                             "", line, col)
+    facts = PgFacts()
+    for raw in stmts:
+        facts.statements.append(type(raw.stmt).__name__)
+    for node in _walk(stmts):
+        if isinstance(node, ast.RangeVar):
+            facts.relations.add((node.catalogname, node.schemaname, node.relname))
+        elif isinstance(node, ast.CommonTableExpr):
+            facts.cte_names.add(node.ctename)
+        elif isinstance(node, ast.ColumnRef):
+            names = _names(node.fields or ())
+            if names and not isinstance(node.fields[-1], ast.A_Star):
+                facts.columns.add(names[-1])
+        elif isinstance(node, ast.FuncCall):
+            facts.functions.add(_names(node.funcname))
+        elif isinstance(node, ast.TypeName):
+            facts.types.add(_names(node.names or ()))
+        elif isinstance(node, ast.SelectStmt):
+            facts.into = facts.into or node.intoClause is not None
+            facts.locking = facts.locking or bool(node.lockingClause)
+        elif isinstance(node, _DML):
+            facts.dml.append(type(node).__name__)
+    return facts, None
+
+
+def check_original(facts: PgFacts) -> tuple[list[Finding], list[Finding]]:
+    """Statement-level facts as the server sees them: (about the statement itself,
+    about what hides inside it)."""
+    if len(facts.statements) != 1:
+        return [Finding("R-MULTI-STATEMENT", f"the server's parser sees "
+                        f"{len(facts.statements)} statements; the gate checks exactly one")], []
+    kind = facts.statements[0]
+    word = kind.removesuffix("Stmt").upper()
+    head: list[Finding] = []
+    inner: list[Finding] = []
+    if kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt", "TruncateStmt"):
+        head.append(Finding("R-DML", f"the server reads this as {word}: restricted roles "
+                            f"only read", word))
+    elif kind.startswith(_DDL_PREFIXES):
+        head.append(Finding("R-NOT-SELECT", f"the server reads this as {word}, which is not "
+                            f"a query: the gate runs SELECT statements only", word))
+    elif kind != "SelectStmt":
+        head.append(Finding("R-COMMAND", f"the server reads this as {word}, a utility "
+                            f"command, not a query: the gate runs SELECT statements only", word))
+    if facts.into:
+        inner.append(Finding("R-SELECT-INTO", "SELECT ... INTO creates a table", "INTO"))
+    if facts.locking:
+        inner.append(Finding("R-LOCKING", "FOR UPDATE / FOR SHARE locks rows", "FOR UPDATE"))
+    for d in facts.dml:
+        if d != kind:
+            w = d.removesuffix("Stmt").upper()
+            inner.append(Finding("R-DML", f"{w} inside the query changes data", w))
+    return head, inner
+
+
+def resolved_relations(facts: PgFacts, catalog: Catalog, search_path: Sequence[str]
+                       ) -> set[str]:
+    out = set()
+    for cat, schema, name in facts.relations:
+        if schema is None and name in facts.cte_names:
+            continue
+        q = resolve_name(catalog, schema, name, search_path)
+        out.add(q if q is not None else f"{cat + '.' if cat else ''}"
+                f"{schema + '.' if schema else ''}{name}?")
+    return out
+
+
+def compare(facts: PgFacts, relations: set[str], columns: set[str], catalog: Catalog,
+            search_path: Sequence[str]) -> Iterator[Finding]:
+    """``R-PARSER-DIFFERENTIAL`` where the two parsers disagree on what is touched."""
+    pg_rel = resolved_relations(facts, catalog, search_path)
+    if pg_rel != relations:
+        only_pg = sorted(pg_rel - relations)
+        only_sg = sorted(relations - pg_rel)
+        yield Finding("R-PARSER-DIFFERENTIAL", "the server's parser and the gate's parser "
+                      "read different relations in this text (server only: "
+                      f"{', '.join(only_pg) or '-'}; gate only: {', '.join(only_sg) or '-'})",
+                      ", ".join(only_pg + only_sg))
+    if facts.columns != columns:
+        only_pg = sorted(facts.columns - columns)
+        only_sg = sorted(columns - facts.columns)
+        yield Finding("R-PARSER-DIFFERENTIAL", "the server's parser and the gate's parser "
+                      "read different column names in this text (server only: "
+                      f"{', '.join(only_pg) or '-'}; gate only: {', '.join(only_sg) or '-'}); "
+                      "check quoting and escapes", ", ".join(only_pg + only_sg))
+
+
+def verify_output(sql: str, relations: set[str], extra_functions: frozenset[str]
+                  ) -> Iterator[Finding]:
+    """The regenerated SQL must be exactly what was checked (see the module docstring)."""
+    facts, err = pg_facts(sql)
+    if err is not None or facts is None:
+        yield Finding("R-PARSER-DIFFERENTIAL", "the gate generated SQL the server's parser "
+                      f"refuses ({err.message if err else ''}); please report this query")
+        return
+    if facts.statements != ["SelectStmt"] or facts.into or facts.locking or facts.dml:
+        yield Finding("R-PARSER-DIFFERENTIAL", "the gate generated something other than one "
+                      "plain SELECT; please report this query")
+    seen = set()
+    for cat, schema, name in facts.relations:
+        if schema is None and name in facts.cte_names:
+            continue
+        if cat is not None or schema is None:
+            yield Finding("R-PARSER-DIFFERENTIAL", f"generated SQL reads {name} without a "
+                          f"schema; please report this query", name)
+            continue
+        seen.add(f"{schema}.{name}")
+    if seen != relations:
+        yield Finding("R-PARSER-DIFFERENTIAL", "generated SQL reads other relations than the "
+                      "ones checked; please report this query",
+                      ", ".join(sorted(seen ^ relations)))
+    for fn in facts.functions:
+        bare = fn[-1]
+        schema = fn[0] if len(fn) > 1 else None
+        dotted = ".".join(fn)
+        if fn in SCOPE_FUNCTIONS or dotted in extra_functions or bare in extra_functions \
+                and schema is None:
+            continue
+        if schema in (None, "pg_catalog") and bare in PG_FUNCTIONS:
+            continue
+        yield Finding("R-FUNCTION", f"the server would call {dotted}, which is not on the "
+                      f"PostgreSQL allow-list", dotted)
+    for ty in facts.types:
+        bare = ty[-1] if ty else ""
+        if bare.startswith("reg") or bare == "oid":
+            yield Finding("R-CAST", f"generated SQL casts to {'.'.join(ty)}", ".".join(ty))

@@ -1,0 +1,175 @@
+"""Make an allowed query explicit: scope every identity table, cap the rows, regenerate.
+
+The scope predicate goes on EACH reference to an identity table (also in subqueries,
+CTEs, LATERAL and UNION branches), where it keeps the meaning row-level security gives
+the query: in WHERE for a table on the preserved side, in the ON clause of the outer join
+that makes it nullable, or, where neither is exact (RIGHT/FULL joins), by replacing the
+table with a derived table that filters it first.  The database enforces the same scope
+through RLS; the explicit predicate makes the plan index-driven and the intent readable.
+
+On PostgreSQL the patrons come from a function returning ``bigint[]``, wrapped in a
+scalar subquery so the server evaluates it once per query, not once per row::
+
+    "u"."id" = ANY ((SELECT "ils_redact"."request_patron_ids"(42)))
+
+Nodes are built with sqlglot builders and ``exp.to_identifier``: never by formatting
+strings (sqlglot's ``select("...")`` and ``condition("...")`` would parse them).
+
+The SQL that is executed is regenerated from the checked tree, every table
+schema-qualified, comments stripped (sqlglot attaches comments to nodes and re-emits
+them, so a comment could otherwise carry text past the gate).
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from .findings import Finding, finding
+from .profiles import Profile
+
+SCOPE_SCHEMA = "ils_redact"
+REQUEST_FUNCTION = "request_patron_ids"
+SCOPE_FUNCTION = "scope_patron_ids"
+#: MariaDB has no arrays: the Koha backend exposes the scope as a view (provisional
+#: names until the Koha backend is written).
+MYSQL_SCOPE_VIEW = "scope_patrons"
+
+
+def _ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def scope_predicate(alias: str, key: str, request_id: int | None, dialect: str) -> exp.Expr:
+    """``alias.key`` limited to the patrons of the request (or of the caller's scope)."""
+    column = exp.Column(this=_ident(key), table=_ident(alias))
+    if dialect in ("mysql", "mariadb"):
+        inner = exp.select(exp.Column(this=_ident("patron_id"))).from_(
+            exp.Table(this=_ident(MYSQL_SCOPE_VIEW), db=_ident(SCOPE_SCHEMA)))
+        if request_id is not None:
+            inner = inner.where(exp.EQ(this=exp.Column(this=_ident("request_id")),
+                                       expression=exp.Literal.number(request_id)))
+        return exp.In(this=column, query=exp.Subquery(this=inner))
+    fn_name, args = ((REQUEST_FUNCTION, [exp.Literal.number(request_id)])
+                     if request_id is not None else (SCOPE_FUNCTION, []))
+    call = exp.Dot(this=_ident(SCOPE_SCHEMA),
+                   expression=exp.Anonymous(this=_ident(fn_name), expressions=args))
+    scalar = exp.Subquery(this=exp.Select(expressions=[call]))
+    return exp.EQ(this=column, expression=exp.Any(this=exp.Paren(this=scalar)))
+
+
+def inject_scope(tree: exp.Expr, profile: Profile, tables: list[tuple[exp.Table, str]],
+                 dialect: str, permitted_columns: dict[str, list[str]]) -> list[Finding]:
+    """Add the scope predicate for every identity-table reference in ``tables``."""
+    problems: list[Finding] = []
+    for table, rel in tables:
+        key = profile.scope.get(rel)
+        if key is None:
+            continue
+        alias = table.alias_or_name
+        pred = scope_predicate(alias, key, profile.request_id, dialect)
+        holder = table.parent
+        if isinstance(holder, exp.Join):
+            select = holder.parent
+        elif isinstance(holder, exp.From):
+            select = holder.parent
+        else:
+            problems.append(finding("R-SCOPE", f"cannot limit {rel} to the patrons of the "
+                                    f"request where it appears; reference it in FROM or "
+                                    f"JOIN", rel, table))
+            continue
+        if not isinstance(select, exp.Select):
+            problems.append(finding("R-SCOPE", f"cannot limit {rel} to the patrons of the "
+                                    f"request here", rel, table))
+            continue
+        place = _placement(select, table)
+        if place == "where":
+            select.where(pred, append=True, copy=False)
+        elif place == "on":
+            join = holder
+            on = join.args.get("on")
+            join.set("on", exp.and_(on, pred, copy=False) if on is not None else pred)
+        else:
+            _wrap(table, rel, pred, permitted_columns[rel])
+    return problems
+
+
+def _placement(select: exp.Select, table: exp.Table) -> str:
+    """``where``, ``on`` or ``wrap``: where the predicate keeps RLS semantics."""
+    joins = list(select.args.get("joins") or [])
+    holder = table.parent
+    nullable_later = False
+    if isinstance(holder, exp.From):
+        index = -1
+    else:
+        index = joins.index(holder)
+        side = (holder.side or "").upper()
+        if side == "LEFT":
+            return "on" if not holder.args.get("using") else "wrap"
+        if side in ("RIGHT", "FULL"):
+            return "wrap"
+        if holder.args.get("using") and side:
+            return "wrap"
+    for j in joins[index + 1:]:
+        if (j.side or "").upper() in ("RIGHT", "FULL"):
+            nullable_later = True
+    return "wrap" if nullable_later else "where"
+
+
+def _wrap(table: exp.Table, rel: str, pred: exp.Expr, columns: list[str]) -> None:
+    """Replace ``t AS a`` by ``(SELECT cols FROM t AS a WHERE pred) AS a``."""
+    alias = table.alias_or_name
+    inner_table = table.copy()
+    select = exp.Select(expressions=[exp.Column(this=_ident(c), table=_ident(alias))
+                                     for c in columns])
+    select = select.from_(inner_table, copy=False).where(pred, copy=False)
+    sub = exp.Subquery(this=select, alias=exp.TableAlias(this=_ident(alias)))
+    table.replace(sub)
+
+
+def cap_limit(tree: exp.Expr, cap: int, dialect: str) -> exp.Expr:
+    """LIMIT the result to ``cap`` rows, keeping a smaller limit the user wrote."""
+    root = tree
+    if isinstance(root, exp.Values):
+        return tree  # literal rows only
+    if not isinstance(root, (exp.Select, exp.SetOperation, exp.Subquery)):
+        return tree
+    limit = root.args.get("limit")
+    cap_lit = exp.Literal.number(cap)
+    if limit is None:
+        root.set("limit", exp.Limit(expression=cap_lit))
+        return tree
+    if isinstance(limit, exp.Fetch):
+        count = limit.args.get("count")
+        value = _int(count)
+        new = cap_lit if value is None or value > cap else exp.Literal.number(value)
+        root.set("limit", exp.Limit(expression=new))
+        return tree
+    value = _int(limit.expression)
+    if value is not None:
+        if value > cap:
+            limit.set("expression", cap_lit)
+        return tree
+    if isinstance(limit.expression, exp.Null) or limit.expression is None:
+        limit.set("expression", cap_lit)
+    else:
+        limit.set("expression", exp.Least(this=limit.expression, expressions=[cap_lit]))
+    return tree
+
+
+def _int(node: exp.Expr | None) -> int | None:
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return int(node.this)
+        except ValueError:
+            return None
+    return None
+
+
+def strip_comments(tree: exp.Expr) -> None:
+    for node in tree.walk():
+        if node.comments:
+            node.comments = None
+
+
+def render(tree: exp.Expr, dialect: str) -> str:
+    return tree.sql(dialect=dialect, comments=False)
