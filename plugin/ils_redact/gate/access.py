@@ -221,11 +221,12 @@ def check_columns(scopes: list[Scope], tree: exp.Expr, checker: AccessChecker,
 
 
 def _is_output_alias_reference(col: exp.Column) -> bool:
-    """``ORDER BY n`` where ``n`` is an output column of the same SELECT."""
+    """``ORDER BY n`` / ``DISTINCT ON (n)`` where ``n`` is an output column of the same
+    SELECT (PostgreSQL resolves both against output names first)."""
     if col.table:
         return False
-    order = col.find_ancestor(exp.Order, exp.Select)
-    if not isinstance(order, exp.Order):
+    order = col.find_ancestor(exp.Order, exp.Distinct, exp.Select)
+    if not isinstance(order, (exp.Order, exp.Distinct)):
         return False
     query = order.parent
     if isinstance(query, exp.SetOperation):

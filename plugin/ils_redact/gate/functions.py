@@ -32,14 +32,21 @@ SCALAR_CLASSES: frozenset[type[exp.Expr]] = frozenset({
     exp.Floor, exp.Trunc, exp.Pow, exp.Sqrt, exp.Sign, exp.Ln, exp.Log, exp.Exp, exp.Rand,
     exp.WidthBucket, exp.Case, exp.If, exp.Array, exp.ArraySize, exp.Explode,
     exp.ArrayToString, exp.StringToArray, exp.ExplodingGenerateSeries, exp.GenerateSeries,
-    exp.ArrayPosition, exp.ArrayRemove, exp.ArrayAppend, exp.ArrayContains,
+    exp.ArrayPosition, exp.ArrayRemove, exp.ArrayAppend, exp.ArrayContains, exp.Unnest,
     exp.ArrayContainsAll, exp.ArrayOverlaps, exp.ArrayConcat, exp.MatchAgainst,
-    exp.CurrentUser, exp.SessionUser, exp.Hex, exp.Chr, exp.Ascii, exp.StartsWith,
-    exp.DateBin, exp.Collate, exp.Exists, exp.JSONExtract, exp.JSONExtractScalar,
+    exp.CurrentUser, exp.SessionUser, exp.Chr, exp.Ascii, exp.StartsWith,
+    exp.MakeInterval, exp.Collate, exp.Exists, exp.JSONExtract, exp.JSONExtractScalar,
     exp.JSONBExtract, exp.JSONBExtractScalar, exp.DateAdd, exp.DateSub, exp.DateDiff,
     exp.TimestampAdd, exp.TimestampSub, exp.TimestampDiff, exp.DayOfWeek, exp.DayOfMonth,
     exp.DayOfYear, exp.Year, exp.Month, exp.Day, exp.Quarter, exp.Week, exp.WeekOfYear,
     exp.Encode, exp.Decode,
+})
+
+#: Operators sqlglot models as function nodes (``AND``, ``@>``, ``?``).
+OPERATOR_CLASSES: frozenset[type[exp.Expr]] = frozenset({
+    exp.And, exp.Or, exp.Xor, exp.ArrayContainedBy, exp.JSONArrayContains, exp.JSONBContains,
+    exp.JSONBContainsAllTopKeys, exp.JSONBContainsAnyTopKeys, exp.JSONBContainsTopKey,
+    exp.JSONBDeleteAtPath,
 })
 
 #: Aggregates that reduce a group to a number or a single value.
@@ -61,7 +68,11 @@ WINDOW_FUNCTIONS: frozenset[type[exp.Expr]] = frozenset({
     exp.Lag, exp.Lead, exp.FirstValue, exp.LastValue, exp.NthValue,
 })
 
-ALLOWED_CLASSES = SCALAR_CLASSES | VALUE_AGGREGATES | LIST_AGGREGATES | WINDOW_FUNCTIONS
+ALLOWED_CLASSES = SCALAR_CLASSES | OPERATOR_CLASSES | VALUE_AGGREGATES | LIST_AGGREGATES | WINDOW_FUNCTIONS
+
+#: Names of the typed functions above, for ``pg_catalog.lower(x)``, which sqlglot reads
+#: as an anonymous function because of the schema.
+TYPED_NAMES = frozenset(n.lower() for cls in ALLOWED_CLASSES for n in cls.sql_names())
 
 #: Anonymous function names (as the dialect spells them, lowercase) that are plain
 #: computations.  ``all`` is how sqlglot reads ``x = ALL(array)``.
@@ -172,6 +183,8 @@ def is_allowed(node: exp.Func, dialect: str, extra: frozenset[str]) -> bool:
         schema = name.rsplit(".", 1)[0] if "." in name else None
         names = ANONYMOUS_NAMES.get(dialect, frozenset())
         if schema in (None, "pg_catalog") and bare in names:
+            return True
+        if schema == "pg_catalog" and dialect == "postgres" and bare in TYPED_NAMES:
             return True
         if schema is None and bare in ANONYMOUS_AGGREGATES:
             return True

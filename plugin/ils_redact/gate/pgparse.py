@@ -19,11 +19,13 @@ only:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from pglast import ast, parse_sql
 from pglast.parser import ParseError as PgParseError
+from pglast.parser import parse_sql_json
 
 from ..catalog import Catalog
 from .findings import Finding, offset_to_line_col
@@ -62,7 +64,7 @@ SCOPE_FUNCTIONS = frozenset({("ils_redact", "request_patron_ids"),
 _DDL_PREFIXES = ("Create", "Drop", "Alter", "Grant", "Revoke", "Rename", "Comment",
                  "SecLabel", "Reindex", "Cluster", "Refresh", "Import", "Define", "Rule",
                  "Composite", "Index", "View")
-_DML = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+_DML = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
 
 
 @dataclass
@@ -80,30 +82,37 @@ class PgFacts:
     dml: list[str] = field(default_factory=list)
 
 
-def _walk(root: object) -> Iterator[ast.Node]:
+def _walk(root: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(node type, fields) of every node in libpg_query's JSON parse tree.
+
+    The JSON form is several times faster to build than pglast's Python AST, which
+    matters on the gate's latency budget.
+    """
     stack = [root]
     while stack:
         x = stack.pop()
-        if isinstance(x, ast.Node):
-            yield x
-            for k in type(x).__slots__:  # type: ignore[attr-defined]
-                v = getattr(x, k, None)
-                if v is not None and not isinstance(v, (str, int, float, bool)):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if isinstance(v, dict):
+                    if k[:1].isupper():
+                        yield k, v
                     stack.append(v)
-        elif isinstance(x, (list, tuple)):
+                elif isinstance(v, list):
+                    stack.extend(v)
+        elif isinstance(x, list):
             stack.extend(x)
 
 
-def _names(strings: Sequence[object]) -> tuple[str, ...]:
-    return tuple(s.sval for s in strings if isinstance(s, ast.String))
+def _names(items: list[Any] | None) -> tuple[str, ...]:
+    return tuple(i["String"]["sval"] for i in items or () if "String" in i)
 
 
 def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
     """Parse with libpg_query; a syntax error is the server's ``R-PARSE``."""
     try:
-        stmts = parse_sql(sql)
+        data = json.loads(parse_sql_json(sql))
     except PgParseError as exc:
-        msg, offset = (exc.args + (None,))[:2] if exc.args else (str(exc), None)
+        msg, offset = (tuple(exc.args) + (None, None))[:2]
         line = col = None
         if isinstance(offset, int):
             chars = len(sql.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
@@ -111,26 +120,28 @@ def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
         return None, Finding("R-PARSE", f"the server's parser refuses the text: {msg}",
                              "", line, col)
     facts = PgFacts()
+    stmts = data.get("stmts") or []
     for raw in stmts:
-        facts.statements.append(type(raw.stmt).__name__)
-    for node in _walk(stmts):
-        if isinstance(node, ast.RangeVar):
-            facts.relations.add((node.catalogname, node.schemaname, node.relname))
-        elif isinstance(node, ast.CommonTableExpr):
-            facts.cte_names.add(node.ctename)
-        elif isinstance(node, ast.ColumnRef):
-            names = _names(node.fields or ())
-            if names and not isinstance(node.fields[-1], ast.A_Star):
-                facts.columns.add(names[-1])
-        elif isinstance(node, ast.FuncCall):
-            facts.functions.add(_names(node.funcname))
-        elif isinstance(node, ast.TypeName):
-            facts.types.add(_names(node.names or ()))
-        elif isinstance(node, ast.SelectStmt):
-            facts.into = facts.into or node.intoClause is not None
-            facts.locking = facts.locking or bool(node.lockingClause)
-        elif isinstance(node, _DML):
-            facts.dml.append(type(node).__name__)
+        facts.statements.extend(raw.get("stmt", {}).keys())
+    for kind, node in _walk(stmts):
+        if kind == "RangeVar":
+            facts.relations.add((node.get("catalogname"), node.get("schemaname"),
+                                 node.get("relname", "")))
+        elif kind == "CommonTableExpr":
+            facts.cte_names.add(node.get("ctename", ""))
+        elif kind == "ColumnRef":
+            fields = node.get("fields") or []
+            if fields and "String" in fields[-1]:
+                facts.columns.add(fields[-1]["String"]["sval"])
+        elif kind == "FuncCall":
+            facts.functions.add(_names(node.get("funcname")))
+        elif kind == "TypeName":
+            facts.types.add(_names(node.get("names")))
+        elif kind == "SelectStmt":
+            facts.into = facts.into or "intoClause" in node
+            facts.locking = facts.locking or bool(node.get("lockingClause"))
+        elif kind in _DML:
+            facts.dml.append(kind)
     return facts, None
 
 

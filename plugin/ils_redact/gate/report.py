@@ -74,6 +74,13 @@ class ReportChecker:
             return col.name in self.taint.get(id(src.expression), set())
         return False
 
+    def describe(self, scope: Scope, col: exp.Column) -> str:
+        """``schema.table.column`` for a base column, ``alias.column`` otherwise."""
+        src = _lookup(scope, col.table) if col.table else None
+        if isinstance(src, exp.Table) and isinstance(src.this, exp.Identifier):
+            return f"{src.text('db')}.{src.name}.{col.name}"
+        return f"{col.table}.{col.name}" if col.table else col.name
+
     # -- pass ------------------------------------------------------------------------
     def check(self, scopes: list[Scope], tree: exp.Expr) -> Iterator[Finding]:
         for node in tree.find_all(exp.Window):
@@ -116,18 +123,23 @@ class ReportChecker:
                 continue
             if clause == "group" and (scope.is_derived_table or scope.is_cte):
                 continue  # per-patron groups inside; the outer query must aggregate them
-            obj = f"{node.table}.{node.name}"
+            obj = self.describe(scope, node)
+            where = {"where": "WHERE", "having": "HAVING", "order": "ORDER BY",
+                     "joins": "a join condition", "group": "GROUP BY",
+                     "expressions": "the output"}.get(clause, clause or "an expression")
             if clause == "group":
-                yield finding("R-PATRON-KEY-IN-GROUPING", f"grouping by {node.sql()} makes "
-                              f"one group per person (or per confidential record)", obj, node)
-            elif clause == "expressions":
-                yield finding("R-PATRON-IDENTIFIER", f"{node.sql()} identifies a patron and "
-                              f"may not be part of a statistics report's output; count it "
-                              f"instead (count(DISTINCT ...))", obj, node)
+                yield finding("R-PATRON-KEY-IN-GROUPING", f"grouping by {obj} makes one group "
+                              f"per person (or per confidential record)", obj, node)
+            elif clause == "expressions" and _is_bare_projection(node, expr):
+                yield finding("R-PATRON-IDENTIFIER", f"{obj} identifies a patron (or one "
+                              f"confidential record) and may not be part of a statistics "
+                              f"report's output; count it instead (count(DISTINCT ...))",
+                              obj, node)
             else:
-                yield finding("R-PATRON-IDENTIFIER", f"{node.sql()} identifies a patron: it "
-                              f"may be counted or joined on, not filtered, ordered or "
-                              f"computed with ({clause or 'expression'})", obj, node)
+                yield finding("R-PATRON-IDENTIFIER", f"{obj} identifies a patron (or one "
+                              f"confidential record): it may be counted, tested for NULL or "
+                              f"joined to another identifier, not filtered on, sorted or "
+                              f"computed with (here: {where})", obj, node)
         self.taint[id(expr)] = out_taint
 
     @staticmethod
@@ -169,12 +181,18 @@ class ReportChecker:
             return
         scope = next((s for s in scopes if s.expression is root), None)
         groups = list((root.args.get("group") or exp.Group()).expressions)
+        bare: list[exp.Column] = []
         for proj in root.expressions:
             for col in _columns_outside_aggregates(proj):
                 if not any(_covered(col, proj, g) for g in groups):
-                    yield finding("R-NOT-AGGREGATE", f"{col.sql()} is neither aggregated nor "
-                                  f"in GROUP BY: a statistics report returns aggregates only",
-                                  f"{col.table}.{col.name}" if col.table else col.name, col)
+                    bare.append(col)
+        if bare:
+            names = [self.describe(scope, c) if scope else c.name for c in bare]
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5
+                                             else "")
+            yield finding("R-NOT-AGGREGATE", f"a statistics report returns aggregates only; "
+                          f"neither aggregated nor in GROUP BY: {shown}", names[0], bare[0])
+        for proj in root.expressions:
             for sub in proj.find_all(exp.Subquery):
                 inner = sub.unnest()
                 if isinstance(inner, (exp.Select, exp.SetOperation)) and scope is not None:

@@ -23,6 +23,7 @@ them, so a comment could otherwise carry text past the gate).
 from __future__ import annotations
 
 from sqlglot import exp
+from sqlglot.dialects.dialect import DialectType
 
 from .findings import Finding, finding
 from .profiles import Profile
@@ -83,14 +84,22 @@ def inject_scope(tree: exp.Expr, profile: Profile, tables: list[tuple[exp.Table,
             continue
         place = _placement(select, table)
         if place == "where":
-            select.where(pred, append=True, copy=False)
+            where = select.args.get("where")
+            select.set("where", exp.Where(this=_and(where.this if where else None, pred)))
         elif place == "on":
-            join = holder
-            on = join.args.get("on")
-            join.set("on", exp.and_(on, pred, copy=False) if on is not None else pred)
+            holder.set("on", _and(holder.args.get("on"), pred))
         else:
             _wrap(table, rel, pred, permitted_columns[rel])
     return problems
+
+
+def _and(existing: exp.Expr | None, pred: exp.Expr) -> exp.Expr:
+    """``existing AND pred``, parenthesising only what binds more loosely than AND."""
+    if existing is None:
+        return pred
+    if isinstance(existing, exp.Connector) and not isinstance(existing, exp.And):
+        existing = exp.Paren(this=existing)
+    return exp.And(this=existing, expression=pred)
 
 
 def _placement(select: exp.Select, table: exp.Table) -> str:
@@ -103,11 +112,11 @@ def _placement(select: exp.Select, table: exp.Table) -> str:
     else:
         index = joins.index(holder)
         side = (holder.side or "").upper()
+        if holder.args.get("using") or (holder.method or "").upper() == "NATURAL":
+            return "wrap"  # qualify turns USING into ON; never expected here
         if side == "LEFT":
-            return "on" if not holder.args.get("using") else "wrap"
-        if side in ("RIGHT", "FULL"):
-            return "wrap"
-        if holder.args.get("using") and side:
+            return "on"
+        if side == "FULL":
             return "wrap"
     for j in joins[index + 1:]:
         if (j.side or "").upper() in ("RIGHT", "FULL"):
@@ -121,7 +130,8 @@ def _wrap(table: exp.Table, rel: str, pred: exp.Expr, columns: list[str]) -> Non
     inner_table = table.copy()
     select = exp.Select(expressions=[exp.Column(this=_ident(c), table=_ident(alias))
                                      for c in columns])
-    select = select.from_(inner_table, copy=False).where(pred, copy=False)
+    select = select.from_(inner_table, copy=False)
+    select.set("where", exp.Where(this=pred))
     sub = exp.Subquery(this=select, alias=exp.TableAlias(this=_ident(alias)))
     table.replace(sub)
 
@@ -171,5 +181,7 @@ def strip_comments(tree: exp.Expr) -> None:
             node.comments = None
 
 
-def render(tree: exp.Expr, dialect: str) -> str:
-    return tree.sql(dialect=dialect, comments=False)
+def render(tree: exp.Expr, dialect: DialectType) -> str:
+    """The SQL to execute.  ``copy=False``: the tree is the gate's own and is not used
+    again, and copying it is most of the generator's cost."""
+    return tree.sql(dialect=dialect, comments=False, copy=False)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 
 from sqlglot import exp
+from sqlglot.dialects.dialect import DialectType
 from sqlglot.errors import ParseError, TokenError
 
 from .findings import Finding, finding
@@ -31,7 +32,7 @@ if _FILTER not in logging.getLogger("sqlglot").filters:  # pragma: no branch
     logging.getLogger("sqlglot").addFilter(_FILTER)
 
 
-def parse_statements(sql: str, dialect: str) -> tuple[list[exp.Expr], Finding | None]:
+def parse_statements(sql: str, dialect: DialectType) -> tuple[list[exp.Expr], Finding | None]:
     """Every statement in the text (``parse_one("a; b")`` would silently return both).
 
     Empty statements (``;;``, a text that is only a comment) are dropped.
