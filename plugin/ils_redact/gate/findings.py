@@ -89,14 +89,22 @@ def position(node: exp.Expr | None) -> tuple[int | None, int | None]:
     while node is not None and seen < 50:
         meta = node.meta if node._meta else None  # noqa: SLF001 - avoid creating meta dicts
         if meta and "line" in meta:
-            return meta["line"], meta.get("col")
+            return _start(meta)
         for ident in node.find_all(exp.Identifier):
             m = ident._meta  # noqa: SLF001
             if m and "line" in m:
-                return m["line"], m.get("col")
+                return _start(m)
         node = node.parent
         seen += 1
     return None, None
+
+
+def _start(meta: dict[str, int]) -> tuple[int, int | None]:
+    """sqlglot records the column where a token ENDS; point at where it starts."""
+    col = meta.get("col")
+    if col is not None and "start" in meta and "end" in meta:
+        col = max(1, col - (meta["end"] - meta["start"]))
+    return meta["line"], col
 
 
 def finding(code: str, message: str, obj: str = "", node: exp.Expr | None = None,
