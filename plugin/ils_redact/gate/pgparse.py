@@ -80,6 +80,9 @@ class PgFacts:
     into: bool = False
     locking: bool = False
     dml: list[str] = field(default_factory=list)
+    #: subqueries used as ``x = ANY (SELECT ...)`` (compare with each ROW), by the
+    #: functions they call
+    any_sublink_functions: set[tuple[str, ...]] = field(default_factory=set)
 
 
 def _walk(root: Any) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -142,6 +145,10 @@ def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
             facts.locking = facts.locking or bool(node.get("lockingClause"))
         elif kind in _DML:
             facts.dml.append(kind)
+        elif kind == "SubLink" and node.get("subLinkType") == "ANY_SUBLINK":
+            for k, fn in _walk(node.get("subselect")):
+                if k == "FuncCall":
+                    facts.any_sublink_functions.add(_names(fn.get("funcname")))
     return facts, None
 
 
@@ -242,6 +249,10 @@ def verify_output(sql: str, relations: set[str], extra_functions: frozenset[str]
             continue
         yield Finding("R-FUNCTION", f"the server would call {dotted}, which is not on the "
                       f"PostgreSQL allow-list", dotted)
+    if facts.any_sublink_functions & SCOPE_FUNCTIONS:
+        yield Finding("R-SCOPE", "generated scope predicate compares with the rows of a "
+                      "subquery instead of the elements of the patron array; please report "
+                      "this query")
     for ty in facts.types:
         bare = ty[-1] if ty else ""
         if bare.startswith("reg") or bare == "oid":

@@ -8,9 +8,17 @@ table with a derived table that filters it first.  The database enforces the sam
 through RLS; the explicit predicate makes the plan index-driven and the intent readable.
 
 On PostgreSQL the patrons come from a function returning ``bigint[]``, wrapped in a
-scalar subquery so the server evaluates it once per query, not once per row::
+scalar subquery so the server evaluates it once per query (an InitPlan), not once per
+row, and the comparison stays an index condition (``id = ANY ($0)``)::
 
-    "u"."id" = ANY ((SELECT "ils_redact"."request_patron_ids"(42)))
+    "u"."id" = ANY(CAST((SELECT "ils_redact"."request_patron_ids"(42)) AS BIGINT[]))
+
+The CAST is not decoration.  ``x = ANY ((SELECT f()))`` reads naturally as "any element
+of the array the subquery returns", but PostgreSQL's grammar takes a parenthesised
+SELECT after ANY as a *subquery* (ANY_SUBLINK), comparing ``x`` with each row, i.e.
+``integer = bigint[]``: an error.  (sqlglot also drops the extra parentheses, which
+means the same thing.)  The cast makes the argument an expression, so ANY gets the
+array.
 
 Nodes are built with sqlglot builders and ``exp.to_identifier``: never by formatting
 strings (sqlglot's ``select("...")`` and ``condition("...")`` would parse them).
@@ -55,7 +63,8 @@ def scope_predicate(alias: str, key: str, request_id: int | None, dialect: str) 
     call = exp.Dot(this=_ident(SCOPE_SCHEMA),
                    expression=exp.Anonymous(this=_ident(fn_name), expressions=args))
     scalar = exp.Subquery(this=exp.Select(expressions=[call]))
-    return exp.EQ(this=column, expression=exp.Any(this=exp.Paren(this=scalar)))
+    array = exp.Cast(this=scalar, to=exp.DataType.build("BIGINT[]", dialect="postgres"))
+    return exp.EQ(this=column, expression=exp.Any(this=exp.Paren(this=array)))
 
 
 def inject_scope(tree: exp.Expr, profile: Profile, tables: list[tuple[exp.Table, str]],
