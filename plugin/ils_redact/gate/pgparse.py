@@ -80,8 +80,8 @@ class PgFacts:
     into: bool = False
     locking: bool = False
     dml: list[str] = field(default_factory=list)
-    #: subqueries used as ``x = ANY (SELECT ...)`` (compare with each ROW), by the
-    #: functions they call
+    #: functions a subquery used as ``x = ANY (SELECT f())`` selects (compares with each
+    #: ROW, not with the elements of the array f returns)
     any_sublink_functions: set[tuple[str, ...]] = field(default_factory=set)
 
 
@@ -146,8 +146,10 @@ def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
         elif kind in _DML:
             facts.dml.append(kind)
         elif kind == "SubLink" and node.get("subLinkType") == "ANY_SUBLINK":
-            for k, fn in _walk(node.get("subselect")):
-                if k == "FuncCall":
+            select = (node.get("subselect") or {}).get("SelectStmt") or {}
+            for target in select.get("targetList") or ():
+                fn = target.get("ResTarget", {}).get("val", {}).get("FuncCall")
+                if fn:
                     facts.any_sublink_functions.add(_names(fn.get("funcname")))
     return facts, None
 
