@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from gatecase import CASES, gate_for
 
 PROFILES = {"disclosure", "stats", "report"}

@@ -59,7 +59,6 @@ class AccessChecker:
         self.rules = rules
         self.profile = profile
         self.classifier = classifier
-        self._identity = {t.relation: t for t in rules.identity}
 
     # -- relations -----------------------------------------------------------------
     def relation_finding(self, rel: str, node: exp.Expr) -> Finding | None:
@@ -102,11 +101,11 @@ class AccessChecker:
         if allowed is None or col in allowed:
             return None  # relation refusal already covers an unpermitted relation
         obj = f"{rel}.{col}"
-        secret = self.rules.secret_columns(rel)
+        secret = self.classifier.secret_columns(rel)
         if secret == ALL_COLUMNS or col in secret:
             return finding("R-SECRET-COLUMN", f"{obj} is a credential and is never "
                            f"readable by a restricted role", obj, node)
-        ident = self._identity.get(rel)
+        ident = self.classifier.identity(rel)
         if ident is not None and self.profile.name == "disclosure":
             why = ident.withheld.get(col)
             if why:

@@ -42,7 +42,7 @@ CODES: dict[str, str] = {
     "R-NOT-AGGREGATE": "a statistics report must return aggregates only",
     "R-WINDOW": "window functions return one row per input row",
     "R-PATRON-KEY-IN-GROUPING": "grouping by a patron identifier makes groups of one person",
-    "R-PATRON-IDENTIFIER": "a patron identifier in the output or in a filter of a statistics report",
+    "R-PATRON-IDENTIFIER": "a patron identifier in the output or a filter of a statistics report",
     "R-SCOPE": "a disclosure that cannot be limited to the patrons of an approved request",
 }
 

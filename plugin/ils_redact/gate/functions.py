@@ -26,6 +26,7 @@ SCALAR_CLASSES: frozenset[type[exp.Expr]] = frozenset({
     exp.Replace, exp.SplitPart, exp.Left, exp.Right, exp.Pad, exp.Reverse, exp.Repeat,
     exp.Translate, exp.RegexpReplace, exp.RegexpLike, exp.RegexpILike, exp.MD5,
     exp.TimeToStr, exp.StrToDate, exp.StrToTime, exp.UnixToTime, exp.ToNumber, exp.ToChar,
+    exp.Format,
     exp.TimestampTrunc, exp.DateTrunc, exp.Extract, exp.CurrentTimestamp, exp.CurrentDate,
     exp.CurrentTime, exp.Localtimestamp, exp.Localtime, exp.JustifyDays, exp.JustifyHours,
     exp.JustifyInterval, exp.Cast, exp.TryCast, exp.Date, exp.Round, exp.Abs, exp.Ceil,
@@ -68,7 +69,8 @@ WINDOW_FUNCTIONS: frozenset[type[exp.Expr]] = frozenset({
     exp.Lag, exp.Lead, exp.FirstValue, exp.LastValue, exp.NthValue,
 })
 
-ALLOWED_CLASSES = SCALAR_CLASSES | OPERATOR_CLASSES | VALUE_AGGREGATES | LIST_AGGREGATES | WINDOW_FUNCTIONS
+ALLOWED_CLASSES = (SCALAR_CLASSES | OPERATOR_CLASSES | VALUE_AGGREGATES | LIST_AGGREGATES
+                   | WINDOW_FUNCTIONS)
 
 #: Names of the typed functions above, for ``pg_catalog.lower(x)``, which sqlglot reads
 #: as an anonymous function because of the schema.

@@ -175,9 +175,9 @@ class Gate:
             st.findings.append(Finding("R-PARSE", "no SQL statement in the text"))
             return st.result()
         if len(trees) > 1 or any(f.code == "R-MULTI-STATEMENT" for f in pg_head):
+            count = max(len(trees), len(pg_facts.statements) if pg_facts else 0)
             st.findings.append(finding(
-                "R-MULTI-STATEMENT", f"{max(len(trees), len(pg_facts.statements) if pg_facts else 0)} "
-                f"statements; the gate checks exactly one",
+                "R-MULTI-STATEMENT", f"{count} statements; the gate checks exactly one",
                 node=trees[1] if len(trees) > 1 else None))
             return st.result()
         tree = trees[0]

@@ -144,10 +144,9 @@ class Linter:
 
     def exposures(self, sql: str, result: GateResult) -> tuple[Exposure, ...]:
         found = []
-        identity = {t.relation: t for t in self.rules.identity}
         for rel, cols in sorted(self.inventory(sql).items()):
             c = self.classifier.classify(rel)
-            secret = self.rules.secret_columns(rel)
+            secret = self.classifier.secret_columns(rel)
             if c.cls in ("confidential", "personal", "secret", "unclassified"):
                 found.append(Exposure(rel, c.cls, c.reason, tuple(sorted(cols))))
                 continue
@@ -155,7 +154,7 @@ class Linter:
                 found.append(Exposure(rel, "secret", "credentials",
                                       tuple(sorted(cols & set(secret)))))
                 cols = cols - set(secret)
-            ident = identity.get(rel)
+            ident = self.classifier.identity(rel)
             if ident is not None and cols:
                 withheld = cols - set(ident.columns)
                 if withheld:

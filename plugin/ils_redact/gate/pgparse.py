@@ -138,8 +138,8 @@ def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
                 facts.columns.add(fields[-1]["String"]["sval"])
         elif kind == "FuncCall":
             facts.functions.add(_names(node.get("funcname")))
-        elif kind == "TypeName":
-            facts.types.add(_names(node.get("names")))
+        elif kind == "TypeCast":  # its typeName is an unwrapped TypeName
+            facts.types.add(_names((node.get("typeName") or {}).get("names")))
         elif kind == "SelectStmt":
             facts.into = facts.into or "intoClause" in node
             facts.locking = facts.locking or bool(node.get("lockingClause"))

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import Catalog
 from ..errors import IlsRedactError
-from ..rules import ALL_COLUMNS, Rules
+from ..rules import ALL_COLUMNS, IdentityTable, Rules
 from .findings import DEFAULT_LAW
 
 STATS_SCHEMA = "ils_redact_stats"
@@ -55,19 +55,45 @@ class Classification:
     reason: str
 
 
+def rules_name(catalog: Catalog, rel: str) -> str:
+    """The name the rules use for a catalog relation.
+
+    The rules write names as the ILS does (``actor.usr`` for Evergreen, ``borrowers``
+    for Koha); on MariaDB the catalog qualifies them with the connected database.
+    """
+    prefix = f"{catalog.default_schema}." if catalog.default_schema else None
+    if prefix and rel.startswith(prefix):
+        return rel[len(prefix):]
+    return rel
+
+
 class Classifier:
-    """Effective classes: the rules' class, escalated through inheritance and views."""
+    """Effective classes: the rules' class, escalated through inheritance and views.
+
+    Takes and returns catalog-qualified names; looks them up in the rules under the
+    rules' own spelling (:func:`rules_name`).
+    """
 
     def __init__(self, rules: Rules, catalog: Catalog) -> None:
         self.rules = rules
         self.catalog = catalog
         self._cache: dict[str, Classification] = {}
+        self._identity = {catalog.qualify(t.relation): t for t in rules.identity}
+
+    def identity(self, rel: str) -> IdentityTable | None:
+        """The identity-table rules of a catalog relation, if it is one."""
+        return self._identity.get(rel)
+
+    def secret_columns(self, rel: str) -> tuple[str, ...] | str:
+        """Credential columns of a catalog relation (or ``all``)."""
+        return self.rules.secret_columns(rules_name(self.catalog, rel))
 
     def base(self, rel: str) -> Classification:
         r = self.rules
         schema = rel.split(".", 1)[0]
         if schema == STATS_SCHEMA:
             return Classification("stats", "suppressed aggregate view installed by ils-redact")
+        rel = rules_name(self.catalog, rel)
         cls = r.classify(rel)
         if cls == "identity":
             return Classification("identity", "identity table (disclosure allow-list)")
@@ -168,7 +194,7 @@ def build_profile(rules: Rules, catalog: Catalog, name: str,
         cls = classifier.classify(rel.qualified).cls
         if cls in ("secret", "personal", "unclassified"):
             continue
-        secret = rules.secret_columns(rel.qualified)
+        secret = classifier.secret_columns(rel.qualified)
         if secret == ALL_COLUMNS:
             continue
         permitted[rel.qualified] = frozenset(rel.column_names) - frozenset(secret)

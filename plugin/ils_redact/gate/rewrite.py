@@ -168,7 +168,8 @@ def cap_limit(tree: exp.Expr, cap: int, dialect: str) -> exp.Expr:
         if value > cap:
             limit.set("expression", cap_lit)
         return tree
-    if isinstance(limit.expression, exp.Null) or limit.expression is None:
+    if limit.expression is None or isinstance(limit.expression, exp.Null) or (
+            isinstance(limit.expression, exp.Var) and limit.expression.name.upper() == "ALL"):
         limit.set("expression", cap_lit)
     else:
         limit.set("expression", exp.Least(this=limit.expression, expressions=[cap_lit]))
