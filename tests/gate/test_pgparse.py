@@ -21,10 +21,22 @@ def test_facts_of_a_query() -> None:
     f = facts('WITH x AS (SELECT 1) SELECT U&"\\0069d", u.*, t.a, lower(b) '
               'FROM actor.usr u, x JOIN public.t ON true')
     assert f.statements == ["SelectStmt"]
-    assert f.relations == {(None, "actor", "usr"), (None, None, "x"), (None, "public", "t")}
-    assert f.cte_names == {"x"}
+    assert f.relations == {(None, "actor", "usr"), (None, "public", "t")}
+    assert f.cte_names == {"x"} and f.cte_refs == {"x"}
     assert f.columns == {"id", "a", "b"}
     assert ("lower",) in f.functions
+
+
+@pytest.mark.parametrize("sql, tables", [
+    # a non-recursive WITH item sees only the items before it: here b is a table
+    ("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a", {"b"}),
+    ("WITH RECURSIVE a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a", set()),
+    ("WITH b AS (SELECT * FROM b) SELECT * FROM b", {"b"}),  # self-reference: the table
+    ("SELECT * FROM (WITH b AS (SELECT 1) SELECT * FROM b) s, b", {"b"}),
+    ("WITH b AS (SELECT 1) SELECT * FROM (SELECT * FROM b) s", set()),
+])
+def test_cte_visibility_follows_postgres(sql: str, tables: set[str]) -> None:
+    assert {name for _, _, name in facts(sql).relations} == tables
 
 
 @pytest.mark.parametrize("sql, code", [

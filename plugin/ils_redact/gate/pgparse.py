@@ -72,8 +72,10 @@ class PgFacts:
     """What the server's parser sees in a text."""
 
     statements: list[str] = field(default_factory=list)
+    #: (catalog, schema, name) of every relation reference that is not a visible CTE
     relations: set[tuple[str | None, str | None, str]] = field(default_factory=set)
     cte_names: set[str] = field(default_factory=set)
+    cte_refs: set[str] = field(default_factory=set)
     columns: set[str] = field(default_factory=set)
     functions: set[tuple[str, ...]] = field(default_factory=set)
     types: set[tuple[str, ...]] = field(default_factory=set)
@@ -85,29 +87,88 @@ class PgFacts:
     any_sublink_functions: set[tuple[str, ...]] = field(default_factory=set)
 
 
-def _walk(root: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(node type, fields) of every node in libpg_query's JSON parse tree.
-
-    The JSON form is several times faster to build than pglast's Python AST, which
-    matters on the gate's latency budget.
-    """
-    stack = [root]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, dict):
-            for k, v in x.items():
-                if isinstance(v, dict):
-                    if k[:1].isupper():
-                        yield k, v
-                    stack.append(v)
-                elif isinstance(v, list):
-                    stack.extend(v)
-        elif isinstance(x, list):
-            stack.extend(x)
+_LEAVES = frozenset({"String", "Integer", "Float", "Boolean", "BitString", "A_Star",
+                     "A_Const", "ParamRef", "SQLValueFunction"})
 
 
 def _names(items: list[Any] | None) -> tuple[str, ...]:
     return tuple(i["String"]["sval"] for i in items or () if "String" in i)
+
+
+class _Collector:
+    """One pass over libpg_query's JSON parse tree (several times faster to build than
+    pglast's Python AST, which matters on the gate's latency budget).
+
+    CTE names are tracked with PostgreSQL's visibility rules: a non-recursive WITH
+    item sees only the items before it, ``WITH RECURSIVE`` items see all of them, the
+    main query sees all, nested subqueries inherit.  So an unqualified name that is not
+    a visible CTE is a relation on the search path, exactly as the server decides.
+    """
+
+    def __init__(self, facts: PgFacts) -> None:
+        self.facts = facts
+
+    def visit(self, x: Any, visible: frozenset[str]) -> None:
+        if type(x) is list:
+            for item in x:
+                self.visit(item, visible)
+            return
+        if type(x) is not dict:
+            return
+        for k, v in x.items():
+            tv = type(v)
+            if tv is dict:
+                if k[:1].isupper():
+                    if k not in _LEAVES:
+                        self.node(k, v, visible)
+                else:
+                    self.visit(v, visible)
+            elif tv is list:
+                for item in v:
+                    self.visit(item, visible)
+
+    def node(self, kind: str, node: dict[str, Any], visible: frozenset[str]) -> None:
+        f = self.facts
+        wc = node.get("withClause")
+        if wc:
+            ctes = [c.get("CommonTableExpr", {}) for c in wc.get("ctes") or ()]
+            names = [c.get("ctename", "") for c in ctes]
+            f.cte_names.update(names)
+            recursive = bool(wc.get("recursive"))
+            for i, cte in enumerate(ctes):
+                seen = names if recursive else names[:i]
+                self.visit(cte.get("ctequery"), visible | frozenset(seen))
+            visible = visible | frozenset(names)
+            node = {k: v for k, v in node.items() if k != "withClause"}
+        if kind == "RangeVar":
+            schema = node.get("schemaname")
+            name = node.get("relname", "")
+            if schema is None and node.get("catalogname") is None and name in visible:
+                f.cte_refs.add(name)
+            else:
+                f.relations.add((node.get("catalogname"), schema, name))
+            return
+        if kind == "ColumnRef":
+            fields = node.get("fields") or []
+            if fields and "String" in fields[-1]:
+                f.columns.add(fields[-1]["String"]["sval"])
+            return
+        if kind == "FuncCall":
+            f.functions.add(_names(node.get("funcname")))
+        elif kind == "TypeCast":  # its typeName is an unwrapped TypeName
+            f.types.add(_names((node.get("typeName") or {}).get("names")))
+        elif kind == "SelectStmt":
+            f.into = f.into or "intoClause" in node
+            f.locking = f.locking or bool(node.get("lockingClause"))
+        elif kind in _DML:
+            f.dml.append(kind)
+        elif kind == "SubLink" and node.get("subLinkType") == "ANY_SUBLINK":
+            select = (node.get("subselect") or {}).get("SelectStmt") or {}
+            for target in select.get("targetList") or ():
+                fn = target.get("ResTarget", {}).get("val", {}).get("FuncCall")
+                if fn:
+                    f.any_sublink_functions.add(_names(fn.get("funcname")))
+        self.visit(node, visible)
 
 
 def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
@@ -126,31 +187,7 @@ def pg_facts(sql: str) -> tuple[PgFacts | None, Finding | None]:
     stmts = data.get("stmts") or []
     for raw in stmts:
         facts.statements.extend(raw.get("stmt", {}).keys())
-    for kind, node in _walk(stmts):
-        if kind == "RangeVar":
-            facts.relations.add((node.get("catalogname"), node.get("schemaname"),
-                                 node.get("relname", "")))
-        elif kind == "CommonTableExpr":
-            facts.cte_names.add(node.get("ctename", ""))
-        elif kind == "ColumnRef":
-            fields = node.get("fields") or []
-            if fields and "String" in fields[-1]:
-                facts.columns.add(fields[-1]["String"]["sval"])
-        elif kind == "FuncCall":
-            facts.functions.add(_names(node.get("funcname")))
-        elif kind == "TypeCast":  # its typeName is an unwrapped TypeName
-            facts.types.add(_names((node.get("typeName") or {}).get("names")))
-        elif kind == "SelectStmt":
-            facts.into = facts.into or "intoClause" in node
-            facts.locking = facts.locking or bool(node.get("lockingClause"))
-        elif kind in _DML:
-            facts.dml.append(kind)
-        elif kind == "SubLink" and node.get("subLinkType") == "ANY_SUBLINK":
-            select = (node.get("subselect") or {}).get("SelectStmt") or {}
-            for target in select.get("targetList") or ():
-                fn = target.get("ResTarget", {}).get("val", {}).get("FuncCall")
-                if fn:
-                    facts.any_sublink_functions.add(_names(fn.get("funcname")))
+    _Collector(facts).visit(stmts, frozenset())
     return facts, None
 
 
@@ -188,9 +225,7 @@ def resolved_relations(facts: PgFacts, catalog: Catalog, search_path: Sequence[s
                        ) -> set[str]:
     out = set()
     for cat, schema, name in facts.relations:
-        if schema is None and name in facts.cte_names:
-            continue
-        q = resolve_name(catalog, schema, name, search_path)
+        q = resolve_name(catalog, schema, name, search_path) if cat is None else None
         out.add(q if q is not None else f"{cat + '.' if cat else ''}"
                 f"{schema + '.' if schema else ''}{name}?")
     return out
@@ -229,8 +264,6 @@ def verify_output(sql: str, relations: set[str], extra_functions: frozenset[str]
                       "plain SELECT; please report this query")
     seen = set()
     for cat, schema, name in facts.relations:
-        if schema is None and name in facts.cte_names:
-            continue
         if cat is not None or schema is None:
             yield Finding("R-PARSER-DIFFERENTIAL", f"generated SQL reads {name} without a "
                           f"schema; please report this query", name)
