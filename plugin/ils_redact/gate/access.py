@@ -122,6 +122,18 @@ class AccessChecker:
         return allowed is not None and col in allowed
 
 
+def unresolved_columns(scopes: list[Scope]) -> Iterator[exp.Column]:
+    """Columns ``qualify`` could not attach to a source: unknown or ambiguous names, and
+    qualified names whose table is not in scope (what sqlglot's
+    ``validate_qualify_columns`` checks, on scopes the gate has already built)."""
+    for scope in scopes:
+        if not isinstance(scope.expression, exp.Select):
+            continue
+        if scope.external_columns and not scope.is_correlated_subquery and not scope.pivots:
+            yield from scope.external_columns
+        yield from scope.unqualified_columns
+
+
 def _source_of(scope: Scope, table: str) -> exp.Table | Scope | None:
     return scope.sources.get(table)
 

@@ -36,15 +36,23 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
-from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.qualify_columns import qualify_columns
+from sqlglot.optimizer.qualify_tables import qualify_tables
 from sqlglot.optimizer.scope import traverse_scope
 
 from ..catalog import Catalog
 from ..errors import IlsRedactError, did_you_mean
 from ..rules import Rules
 from . import pgparse
-from .access import Access, AccessChecker, check_columns, filter_star_columns, mark_star_selects
-from .findings import Finding, dedupe, finding
+from .access import (
+    Access,
+    AccessChecker,
+    check_columns,
+    filter_star_columns,
+    mark_star_selects,
+    unresolved_columns,
+)
+from .findings import Finding, dedupe, finding, position
 from .names import TableRef, full_schema, resolve_relations
 from .profiles import Classifier, Profile, build_profile
 from .report import ReportChecker
@@ -217,6 +225,10 @@ class Gate:
         if tree is None:
             return st.result()
         scopes = traverse_scope(tree)
+        unresolved = [self._unresolved(c, st.access.relations) for c in unresolved_columns(scopes)]
+        if unresolved:
+            st.findings.extend(unresolved)
+            return st.result()
         withheld: dict[int, dict[str, tuple[str, str]]] = {}
         st.findings.extend(filter_star_columns(scopes, self.checker, withheld))
         if withheld:
@@ -230,14 +242,21 @@ class Gate:
         return self._rewrite(tree, st)
 
     def _qualify(self, tree: exp.Expr, st: _State) -> exp.Expr | None:
+        """sqlglot's ``qualify`` minus the steps done elsewhere: identifiers are already
+        normalised, quoting happens when the SQL is generated, and validation runs on the
+        scopes the later passes need anyway (each step is a walk of the tree)."""
         mark_star_selects(tree)
         try:
-            return qualify(tree, schema=self._schema, dialect=self._dialect,
-                           validate_qualify_columns=True, quote_identifiers=True,
-                           expand_stars=True)
+            tree = qualify_tables(tree, dialect=self._dialect)
+            return qualify_columns(tree, self._schema, expand_alias_refs=True,
+                                   expand_stars=True)
         except OptimizeError as exc:
             st.findings.append(self._column_error(str(exc), st.access.relations))
             return None
+
+    def _unresolved(self, col: exp.Column, relations: set[str]) -> Finding:
+        line, pos = position(col)
+        return self._describe_unresolved(col.name, relations, line, pos)
 
     def _column_error(self, message: str, relations: set[str]) -> Finding:
         """An unresolvable (unknown or ambiguous) column, with a hint where possible."""
@@ -248,6 +267,10 @@ class Gate:
         name = m.group(1)
         line = int(m.group(2)) if m.group(2) else None
         col = int(m.group(3)) - len(name) + 1 if m.group(3) else None
+        return self._describe_unresolved(name, relations, line, col)
+
+    def _describe_unresolved(self, name: str, relations: set[str], line: int | None,
+                             col: int | None) -> Finding:
         owners = sorted(r for r in relations if name in self.catalog.relations[r].column_names)
         if len(owners) > 1:
             msg = (f"column {name} is ambiguous: it exists in {', '.join(owners)}; "

@@ -44,6 +44,10 @@ SCOPE_FUNCTION = "scope_patron_ids"
 MYSQL_SCOPE_VIEW = "scope_patrons"
 
 
+#: built once: DataType.build parses its argument
+_BIGINT_ARRAY = exp.DataType.build("BIGINT[]", dialect="postgres")
+
+
 def _ident(name: str) -> exp.Identifier:
     return exp.to_identifier(name, quoted=True)
 
@@ -63,7 +67,7 @@ def scope_predicate(alias: str, key: str, request_id: int | None, dialect: str) 
     call = exp.Dot(this=_ident(SCOPE_SCHEMA),
                    expression=exp.Anonymous(this=_ident(fn_name), expressions=args))
     scalar = exp.Subquery(this=exp.Select(expressions=[call]))
-    array = exp.Cast(this=scalar, to=exp.DataType.build("BIGINT[]", dialect="postgres"))
+    array = exp.Cast(this=scalar, to=_BIGINT_ARRAY.copy())
     return exp.EQ(this=column, expression=exp.Any(this=exp.Paren(this=array)))
 
 
@@ -192,6 +196,7 @@ def strip_comments(tree: exp.Expr) -> None:
 
 
 def render(tree: exp.Expr, dialect: DialectType) -> str:
-    """The SQL to execute.  ``copy=False``: the tree is the gate's own and is not used
-    again, and copying it is most of the generator's cost."""
-    return tree.sql(dialect=dialect, comments=False, copy=False)
+    """The SQL to execute, every identifier quoted (a name is then exactly the name that
+    was checked, whatever its case or spelling).  ``copy=False``: the tree is the gate's
+    own and is not used again, and copying it is most of the generator's cost."""
+    return tree.sql(dialect=dialect, comments=False, copy=False, identify=True)
