@@ -165,7 +165,8 @@ BEGIN
                    (r ->> 'patron_id') || ',' || ils_redact.csv_cell(r ->> 'relation') || ','
                    || (SELECT string_agg(
                            CASE WHEN regexp_replace(c, '\\.[^.]*$', '') = r ->> 'relation'
-                                THEN ils_redact.csv_cell(r -> 'values' ->> regexp_replace(c, '^.*\\.', ''))
+                                THEN ils_redact.csv_cell(
+                                         r -> 'values' ->> regexp_replace(c, '^.*\\.', ''))
                                 ELSE '' END, ',' ORDER BY i)
                        FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
                    E'\\n' ORDER BY o) || E'\\n', '')

@@ -88,7 +88,8 @@ def _policy(table: str, name: str, body: sql.Composable) -> PolicySpec:
 
 def scope_policy(table: str, patron_key: str, disclosure: str) -> PolicySpec:
     return _policy(table, SCOPE_POLICY, sql.SQL(
-        "AS RESTRICTIVE FOR SELECT TO {} USING ({} = ANY ((SELECT ils_redact.scope_patron_ids())::bigint[]))"
+        "AS RESTRICTIVE FOR SELECT TO {} "
+        "USING ({} = ANY ((SELECT ils_redact.scope_patron_ids())::bigint[]))"
     ).format(sql.Identifier(disclosure), sql.Identifier(patron_key)))
 
 
