@@ -180,7 +180,7 @@ class ReportChecker:
         if not isinstance(root, exp.Select):
             return
         scope = next((s for s in scopes if s.expression is root), None)
-        groups = list((root.args.get("group") or exp.Group()).expressions)
+        groups = _grouping_expressions(root)
         bare: list[exp.Column] = []
         for proj in root.expressions:
             for col in _columns_outside_aggregates(proj):
@@ -197,6 +197,32 @@ class ReportChecker:
                 inner = sub.unnest()
                 if isinstance(inner, (exp.Select, exp.SetOperation)) and scope is not None:
                     yield from self._aggregate_only(inner, scopes)
+
+
+def _grouping_expressions(select: exp.Select) -> list[exp.Expr]:
+    """Everything a SELECT groups by, with ROLLUP / CUBE / GROUPING SETS flattened and
+    positions (``GROUP BY 1``) replaced by the output expression they name."""
+    group = select.args.get("group")
+    if group is None:
+        return []
+    outputs = [p.this if isinstance(p, exp.Alias) else p for p in select.expressions]
+    out: list[exp.Expr] = []
+    stack = [e for key in ("expressions", "rollup", "cube", "grouping_sets")
+             for e in (group.args.get(key) or [])
+             if isinstance(e, exp.Expr)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (exp.Rollup, exp.Cube, exp.GroupingSets, exp.Tuple)):
+            stack.extend(node.expressions)
+        elif isinstance(node, exp.Paren):
+            stack.append(node.this)
+        elif isinstance(node, exp.Literal) and not node.is_string and node.is_int:
+            i = int(node.this)
+            if 1 <= i <= len(outputs):
+                out.append(outputs[i - 1])
+        else:
+            out.append(node)
+    return out
 
 
 def _clause(node: exp.Expr, select: exp.Select) -> str:
