@@ -573,6 +573,11 @@ class _Gen:
         return (f"(hashint8extended(({expr})::bigint, {self.seed * 1_000_003 + salt})"
                 f" & 2147483647)")
 
+    def hex16(self, expr: str, salt: int) -> str:
+        """16 hex digits of a hash (for fake password hashes; cheaper than md5)."""
+        return (f"to_hex(hashint8extended(({expr})::bigint, {self.seed * 1_000_003 + salt})"
+                " | (-9223372036854775807 - 1))")
+
     def pick(self, expr: str, salt: int, items: Sequence[Any]) -> str:
         return f"({_arr(items)})[1 + {self.h(expr, salt)} % {len(items)}]"
 
@@ -805,6 +810,8 @@ class _Filler:
         self.columns: dict[str, tuple[list[str], set[str]]] = {}
         self.types: dict[tuple[str, str], str] = {}
         self.fks: list[tuple[str, str, str]] = []
+        self.indexes: list[tuple[str, str]] = []
+        self.uniques: list[tuple[str, str, str]] = []
         self.timings: dict[str, float] = {}
 
     def load_columns(self, tables: Iterable[str]) -> None:
@@ -881,7 +888,9 @@ def fill(conn: psycopg.Connection, *, patrons: int = 10_000, circulations: int =
 
     Expects the empty tables of ``build_schema``.  Primary keys are dense from 1 (patron
     ids are 1..patrons).  Foreign keys of the filled tables are dropped during the load
-    and re-added at the end, which validates every row.  Nothing is committed here; on
+    and re-added at the end, which validates every row; their plain indexes are dropped
+    and rebuilt the same way (a sorted build is much faster than a million random
+    inserts).  Nothing is committed here; on
     an autocommit connection the whole load is one transaction.
     """
     if patrons < 1 or circulations < 0:
@@ -904,8 +913,10 @@ def fill(conn: psycopg.Connection, *, patrons: int = 10_000, circulations: int =
         ("money", lambda: _fill_money(f)),
         ("patron history", lambda: _fill_history(f)),
         ("lists and saved searches", lambda: _fill_lists(f)),
-        ("foreign keys", lambda: _restore_foreign_keys(f)),
+        ("indexes", lambda: _restore_indexes(f)),
+        # statistics first, so the validation queries of the foreign keys use them
         ("analyze", lambda: _analyze(f)),
+        ("foreign keys", lambda: _restore_foreign_keys(f)),
     ]
     with conn.transaction() if conn.autocommit else nullcontext():
         for i, (label, fn) in enumerate(stages):
@@ -940,10 +951,40 @@ def _prepare(f: _Filler) -> None:
            JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE con.contype = 'f' AND format('%%s.%%s', n.nspname, c.relname) = ANY(%s)
            ORDER BY con.oid""", (list(FILLED_TABLES),)).fetchall()
-    if f.fks:
-        conn.execute(";\n".join(  # type: ignore[call-overload]
-            f"ALTER TABLE {t} DROP CONSTRAINT {_qi(name)}"
-            for t, name, _ in f.fks))
+    # plain indexes (not those of primary keys and unique constraints, which other
+    # tables' foreign keys need): drop now, build by sorting at the end
+    f.indexes = conn.execute(
+        """SELECT format('%%I.%%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid)
+           FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+           JOIN pg_class c ON c.oid = i.indrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE format('%%s.%%s', n.nspname, c.relname) = ANY(%s)
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint con
+                             WHERE con.conindid = i.indexrelid)
+           ORDER BY i.indexrelid""", (list(FILLED_TABLES),)).fetchall()
+    # unique constraints no foreign key depends on (actor.usr(usrname)...): the same
+    f.uniques = conn.execute(
+        """SELECT format('%%I.%%I', n.nspname, c.relname), con.conname,
+                  pg_get_constraintdef(con.oid)
+           FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE con.contype = 'u' AND format('%%s.%%s', n.nspname, c.relname) = ANY(%s)
+             AND NOT EXISTS (SELECT 1 FROM pg_constraint fk
+                             WHERE fk.contype = 'f' AND fk.conindid = con.conindid)
+           ORDER BY con.oid""", (list(FILLED_TABLES),)).fetchall()
+    drops = [f"ALTER TABLE {t} DROP CONSTRAINT {_qi(name)}"
+             for t, name, _ in [*f.fks, *f.uniques]]
+    drops += [f"DROP INDEX {name}" for name, _ in f.indexes]
+    if drops:
+        conn.execute(";\n".join(drops))  # type: ignore[call-overload]
+
+
+def _restore_indexes(f: _Filler) -> None:
+    for t, name, definition in f.uniques:
+        f.conn.execute(  # type: ignore[call-overload]
+            f"ALTER TABLE {t} ADD CONSTRAINT {_qi(name)} {definition}")
+    for _, definition in f.indexes:
+        f.conn.execute(definition)  # type: ignore[call-overload]
 
 
 def _restore_foreign_keys(f: _Filler) -> None:
@@ -969,9 +1010,12 @@ def _fill_patrons(f: _Filler) -> None:
     n = "s.n"
     # registration dates grow with the id, over six years
     created = g.day_time(CREATE_START, f"(n - 1) * {CREATE_SPAN_DAYS} / {g.N}", "n", 5, 9, 11)
-    inner = _derived("s", {"fn": g.first_name("n"), "ln": g.family_name("n"),
-                           "dob": g.dob("n"), "home_ou": g.home_ou("n"), "created": created},
+    names = _derived("s0", {"fn": g.first_name("n"), "ln": g.family_name("n"),
+                            "dob": g.dob("n"), "home_ou": g.home_ou("n"), "created": created},
                      f"generate_series(1::bigint, {g.N}) AS n", keep="n")
+    # the family name as it goes into user names and e-mail addresses (no apostrophes)
+    inner = _derived("s", {"handle": "lower(translate(s0.ln, chr(39), ''))",
+                           "created_tz": g.local("s0.created")}, names, keep="s0.*")
     juvenile = "(s.dob > DATE '2006-12-31')"
     profile = (f"(CASE WHEN s.n % {STAFF_EVERY} = 1 THEN 4 + {g.h(n, 6)} % 2 "
                f"WHEN {juvenile} THEN 7 "
@@ -982,11 +1026,10 @@ def _fill_patrons(f: _Filler) -> None:
         "id": "s.n::integer",
         "card": "s.n::integer",
         "profile": profile,
-        "usrname": "lower(left(s.fn, 1) || regexp_replace(s.ln, '[^A-Za-z]', '', 'g')) || s.n",
-        "email": (f"CASE WHEN {g.pct(n, 9)} < 85 THEN lower(s.fn || '.' || "
-                  "regexp_replace(s.ln, '[^A-Za-z]', '', 'g')) || s.n || '@' || "
-                  f"{email_domain} END"),
-        "passwd": f"md5('fixture-passwd-{g.seed}-' || s.n)",
+        "usrname": "lower(left(s.fn, 1)) || s.handle || s.n",
+        "email": (f"CASE WHEN {g.pct(n, 9)} < 85 THEN lower(s.fn) || '.' || s.handle "
+                  f"|| s.n || '@' || {email_domain} END"),
+        "passwd": f"{g.hex16(n, 32)} || {g.hex16(n, 33)}",  # an old-style md5-like hash
         "standing": "1",
         "ident_type": f"(CASE WHEN {g.pct(n, 10)} < 60 THEN 1 ELSE 3 END)",
         "ident_value": (f"CASE WHEN {g.pct(n, 10)} < 60 THEN upper(left(s.ln, 1)) || "
@@ -1016,8 +1059,8 @@ def _fill_patrons(f: _Filler) -> None:
         "claims_returned_count": "0",
         "credit_forward_balance": "0.00",
         "last_xact_id": "'none'",
-        "create_date": g.local("s.created"),
-        "expire_date": g.local("s.created + interval '3 years'"),
+        "create_date": "s.created_tz",
+        "expire_date": "s.created_tz + interval '3 years'",
         "claims_never_checked_out_count": "0",
         "last_update_time": g.local(
             f"least(s.created + ({g.h(n, 31)} % 400) * interval '1 day', "
@@ -1078,12 +1121,12 @@ def _fill_addresses(f: _Filler) -> None:
 
 def _fill_passwords(f: _Filler) -> None:
     g = f.g
-    salt = f"substr(md5('fixture-salt-{g.seed}-' || u.id), 1, 22)"
+    salt = f"'$2a$10$' || left({g.hex16('u.id', 140)} || {g.hex16('u.id', 141)}, 22)"
     f.insert("actor.passwd", {
         "id": "u.id", "usr": "u.id",
-        "passwd": (f"'$2a$10$' || {salt} || "
-                   f"substr(md5('fixture-hash-{g.seed}-' || u.id), 1, 31)"),
-        "passwd_type": "'main'", "salt": f"'$2a$10$' || {salt}",
+        # shaped like a bcrypt hash: $2a$10$ + 22 characters of salt + 31 of hash
+        "passwd": (f"{salt} || left({g.hex16('u.id', 142)} || {g.hex16('u.id', 143)}, 31)"),
+        "passwd_type": "'main'", "salt": salt,
         "create_date": "u.create_date", "edit_date": "u.create_date",
     }, "actor.usr AS u")
 
@@ -1170,22 +1213,28 @@ def _fill_circulations(f: _Filler) -> None:
     loan = _loan_days("s2.modifier")
     kept = (f"(CASE WHEN s2.fate BETWEEN 1 AND 12 THEN {loan} + 1 + {g.h('s2.n', 84)} % 20 "
             f"ELSE 1 + {g.h('s2.n', 84)} % {loan} END)")
-    lvl3 = _derived("s", {
+    lvl3 = _derived("s3", {
         "loan": loan,
         "due": (f"date_trunc('day', s2.start) + {loan} * interval '1 day' "
                 "+ interval '23 hours 59 minutes 59 seconds'"),
         "back": (f"s2.start + {kept} * interval '1 day' "
                  f"+ ({g.h('s2.n', 86)} % 28800) * interval '1 second'"),
     }, lvl2, keep="s2.*")
-    # open: not back by FIXTURE_NOW, or one in a hundred never returned (long overdue)
-    is_open = f"(s.back >= TIMESTAMP '{FIXTURE_NOW}' OR s.fate = 0)"
-    checkin = f"CASE WHEN NOT {is_open} THEN {g.local('s.back')} END"
+    # level 4: open (not back by FIXTURE_NOW, or one in a hundred never returned: long
+    # overdue) and the times as timestamptz
+    lvl4 = _derived("s", {
+        "is_open": f"(s3.back >= TIMESTAMP '{FIXTURE_NOW}' OR s3.fate = 0)",
+        "start_tz": g.local("s3.start"), "due_tz": g.local("s3.due"),
+        "back_tz": g.local("s3.back"),
+    }, lvl3, keep="s3.*")
+    is_open = "s.is_open"
+    checkin = f"CASE WHEN NOT {is_open} THEN s.back_tz END"
     book = "s.modifier IN ('BOOK', 'AUDIOBOOK', 'CD')"
     ws = f"(s.lib - {BRANCHES[0] - 1})::integer"
     f.insert("action.circulation", {
         "id": "s.n",
         "usr": "s.usr::integer",
-        "xact_start": g.local("s.start"),
+        "xact_start": "s.start_tz",
         "xact_finish": checkin,
         "target_copy": "s.copy",
         "circ_lib": "s.lib::integer",
@@ -1194,10 +1243,10 @@ def _fill_circulations(f: _Filler) -> None:
         "checkin_lib": f"CASE WHEN NOT {is_open} THEN s.lib::integer END",
         "renewal_remaining": "2",
         "grace_period": "interval '1 day'",
-        "due_date": g.local("s.due"),
+        "due_date": "s.due_tz",
         "stop_fines_time": checkin,
         "checkin_time": checkin,
-        "create_time": g.local("s.start"),
+        "create_time": "s.start_tz",
         "duration": "s.loan * interval '1 day'",
         "fine_interval": "interval '1 day'",
         "recurring_fine": f"CASE WHEN {book} THEN 0.10 ELSE 1.00 END",
@@ -1214,7 +1263,7 @@ def _fill_circulations(f: _Filler) -> None:
         "copy_location": g.copy_location("s.copy", "s.modifier"),
         "checkin_scan_time": checkin,
         "auto_renewal": "false",
-    }, lvl3)
+    }, lvl4)
 
 
 def _fill_holds(f: _Filler) -> None:
