@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ils_redact.adapters import get_adapter
 from ils_redact.catalog import Catalog, Column, Relation
@@ -57,3 +60,16 @@ def gate_for(profile: str, request: int | None = None,
              search_path: tuple[str, ...] = ("public",)) -> Gate:
     return Gate(evergreen_rules(), stats_catalog(), profile, request_id=request,
                 search_path=search_path)
+
+
+def load_cases() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(CASES.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for case in data["cases"]:
+            out.append((f"{path.stem}:{case['name']}", case))
+    return out
+
+
+#: every case of every file, as (file:name, case)
+ALL = load_cases()

@@ -12,24 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from gatecase import CASES, gate_for
+from gatecase import ALL, CASES, gate_for
 
 PROFILES = {"disclosure", "stats", "report"}
 KEYS = {"name", "profile", "sql", "expect", "codes", "rewrite", "request", "search_path",
         "db", "note"}
 
 
-def load_cases() -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for path in sorted(CASES.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        for case in data["cases"]:
-            out.append((f"{path.stem}:{case['name']}", case))
-    return out
-
-
-ALL = load_cases()
 
 
 def test_corpus_is_large_and_well_formed() -> None:

@@ -27,6 +27,8 @@ from .findings import Finding, finding
 from .profiles import Classification, Classifier, Profile
 
 STAR_META = "ils_redact_star"
+#: a column already refused with a precise finding (ORDER BY 3 naming a dropped column)
+EXPLAINED_META = "ils_redact_explained"
 
 
 def mark_star_selects(tree: exp.Expr) -> bool:
@@ -167,6 +169,16 @@ def filter_star_columns(scopes: list[Scope], checker: AccessChecker,
                 continue
             select.set("expressions", keep)
             withheld[id(select)] = dropped
+            kept = set(select.named_selects)
+            for key in ("order", "distinct"):
+                clause = select.args.get(key)
+                for col in clause.find_all(exp.Column) if clause else ():
+                    if not col.table and col.name in dropped and col.name not in kept:
+                        rel, name = dropped[col.name]
+                        col.meta[EXPLAINED_META] = True
+                        f = checker.column_finding(rel, name, col)
+                        if f:
+                            yield f
 
 
 def _has_position(col: exp.Column) -> bool:
@@ -219,7 +231,8 @@ def check_columns(scopes: list[Scope], tree: exp.Expr, checker: AccessChecker,
         yield finding("R-WHOLE-ROW", f"{whole.name} is a whole-row reference: it reads every "
                       f"column of the row; name the columns", whole.name, whole)
     for col in tree.find_all(exp.Column):
-        if id(col) in covered or isinstance(col.this, exp.Star):
+        if id(col) in covered or isinstance(col.this, exp.Star) or \
+                (col._meta and col._meta.get(EXPLAINED_META)):  # noqa: SLF001
             continue
         if _is_output_alias_reference(col):
             continue

@@ -82,18 +82,17 @@ def inject_scope(tree: exp.Expr, profile: Profile, tables: list[tuple[exp.Table,
         alias = table.alias_or_name
         pred = scope_predicate(alias, key, profile.request_id, dialect)
         holder = table.parent
-        if isinstance(holder, exp.Join):
-            select = holder.parent
-        elif isinstance(holder, exp.From):
-            select = holder.parent
-        else:
-            problems.append(finding("R-SCOPE", f"cannot limit {rel} to the patrons of the "
-                                    f"request where it appears; reference it in FROM or "
-                                    f"JOIN", rel, table))
-            continue
-        if not isinstance(select, exp.Select):
-            problems.append(finding("R-SCOPE", f"cannot limit {rel} to the patrons of the "
-                                    f"request here", rel, table))
+        select = holder.parent if isinstance(holder, (exp.Join, exp.From)) else None
+        if not isinstance(select, exp.Select) or (
+                isinstance(holder, exp.Join) and holder not in (select.args.get("joins") or [])):
+            # e.g. inside a parenthesised join construct: filtering the table first is
+            # what row-level security does, so it is right wherever the table stands
+            if not isinstance(holder, (exp.Join, exp.From, exp.Subquery, exp.Table)):
+                problems.append(finding("R-SCOPE", f"cannot limit {rel} to the patrons of "
+                                        f"the request where it appears; reference it in "
+                                        f"FROM or JOIN", rel, table))
+                continue
+            _wrap(table, rel, pred, permitted_columns[rel])
             continue
         place = _placement(select, table)
         if place == "where":
@@ -140,12 +139,16 @@ def _placement(select: exp.Select, table: exp.Table) -> str:
 def _wrap(table: exp.Table, rel: str, pred: exp.Expr, columns: list[str]) -> None:
     """Replace ``t AS a`` by ``(SELECT cols FROM t AS a WHERE pred) AS a``."""
     alias = table.alias_or_name
+    joins = table.args.get("joins")  # ``(t JOIN u ON ...)``: sqlglot hangs joins on t
     inner_table = table.copy()
+    inner_table.set("joins", None)
     select = exp.Select(expressions=[exp.Column(this=_ident(c), table=_ident(alias))
                                      for c in columns])
     select = select.from_(inner_table, copy=False)
     select.set("where", exp.Where(this=pred))
     sub = exp.Subquery(this=select, alias=exp.TableAlias(this=_ident(alias)))
+    if joins:
+        sub.set("joins", joins)
     table.replace(sub)
 
 
