@@ -309,3 +309,8 @@ def test_extra_functions_from_the_rules() -> None:
     assert result.ok, result.findings
     assert "R-FUNCTION" in codes(gate.check("SELECT evergreen.uppercase(family_name) "
                                             "FROM actor.usr"))
+
+
+def test_deep_nesting_is_refused_not_raised() -> None:
+    result = gate_for("disclosure").check("SELECT " + "(" * 3000 + "1" + ")" * 3000)
+    assert not result.ok and {f.code for f in result.findings} == {"R-PARSE"}

@@ -34,7 +34,7 @@ from threading import Lock
 
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import OptimizeError
+from sqlglot.errors import OptimizeError, SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.qualify_columns import qualify_columns
 from sqlglot.optimizer.qualify_tables import qualify_tables
@@ -147,7 +147,12 @@ class Gate:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        result = self._check(sql_text)
+        try:
+            result = self._check(sql_text)
+        except RecursionError:
+            # thousands of nested parentheses: a parser's stack, not a query to run
+            result = GateResult(False, None, (Finding(
+                "R-PARSE", "the text is nested too deeply to check"),))
         if self._cache_size > 0:
             with self._lock:
                 self._cache[key] = result
@@ -252,6 +257,10 @@ class Gate:
                                    expand_stars=True)
         except OptimizeError as exc:
             st.findings.append(self._column_error(str(exc), st.access.relations))
+            return None
+        except SqlglotError as exc:  # e.g. SchemaError: fail closed with the reason
+            st.findings.append(Finding("R-UNSUPPORTED", f"the gate cannot resolve this "
+                                       f"query's names: {str(exc).splitlines()[0]}"))
             return None
 
     def _unresolved(self, col: exp.Column, relations: set[str]) -> Finding:
