@@ -95,6 +95,7 @@ class _State:
 
     text: str
     findings: list[Finding] = field(default_factory=list)
+    pg: pgparse.PgFacts | None = None
     refs: list[TableRef] = field(default_factory=list)
     access: Access = field(default_factory=Access)
 
@@ -162,53 +163,70 @@ class Gate:
 
     # -- pipeline ------------------------------------------------------------------
     def _check(self, text: str) -> GateResult:
+        """The phases in order; each records findings and says whether to go on."""
         st = _State(text)
-        trees, err = parse_statements(text, self._dialect)
-        pg_facts = None
+        tree = self._statement(st)
+        if tree is None:
+            return st.result()
+        tree = self._relations(st, tree)
+        if tree is None:
+            return st.result()
+        tree = self._columns(st, tree)
+        if tree is None or st.findings:
+            return st.result()
+        return self._rewrite(tree, st)
+
+    def _statement(self, st: _State) -> exp.Expr | None:
+        """Exactly one SELECT, as both parsers see it; nothing hidden inside; only
+        allow-listed functions and casts.  Returns the tree, or None to stop."""
+        trees, err = parse_statements(st.text, self._dialect)
         pg_head: list[Finding] = []
         pg_inner: list[Finding] = []
         if self.dialect == "postgres":
-            pg_facts, pg_err = pgparse.pg_facts(text)
+            st.pg, pg_err = pgparse.pg_facts(st.text)
             if pg_err is not None:  # whatever sqlglot thinks, the server would not run it
                 st.findings.append(err or pg_err)
-                return st.result()
-            pg_head, pg_inner = pgparse.check_original(pg_facts)
+                return None
+            pg_head, pg_inner = pgparse.check_original(st.pg)
         if err is not None:
             if pg_head:  # a statement sqlglot cannot read (NOTIFY ...): the server names it
                 st.findings.append(pg_head[0])
-            elif pg_facts is not None:  # the server reads a query the gate cannot check
+            elif st.pg is not None:  # the server reads a query the gate cannot check
                 st.findings.append(Finding(
                     "R-PARSER-DIFFERENTIAL", f"the server's parser reads a query here that "
                     f"the gate's parser cannot ({err.message.removeprefix('cannot parse: ')}); "
                     f"rewrite it without unusual quoting or escapes", "", err.line, err.col))
             else:
                 st.findings.append(err)
-            return st.result()
+            return None
         if not trees:
             st.findings.append(Finding("R-PARSE", "no SQL statement in the text"))
-            return st.result()
+            return None
         if len(trees) > 1 or any(f.code == "R-MULTI-STATEMENT" for f in pg_head):
-            count = max(len(trees), len(pg_facts.statements) if pg_facts else 0)
+            count = max(len(trees), len(st.pg.statements) if st.pg else 0)
             st.findings.append(finding(
                 "R-MULTI-STATEMENT", f"{count} statements; the gate checks exactly one",
                 node=trees[1] if len(trees) > 1 else None))
-            return st.result()
+            return None
         tree = trees[0]
         kind = list(check_statement_kind(tree))
         if pg_head and (not kind or kind[0].code == "R-NOT-SELECT"):
             kind = pg_head[:1]  # the server knows its own statements best (LISTEN x)
         if kind:
             st.findings.extend(kind)
-            return st.result()
+            return None
         st.findings.extend(check_hidden_statements(tree))
         have = {f.code for f in st.findings}
         st.findings.extend(f for f in pg_inner if f.code not in have)
         hidden = bool(st.findings)
         st.findings.extend(check_constructs(tree, self.dialect))
         st.findings.extend(check_functions(tree, self.dialect, self.profile.extra_functions))
-        if hidden:  # names inside INTO or a DML clause are not worth resolving
-            return st.result()
+        # names inside INTO or a DML clause are not worth resolving
+        return None if hidden else tree
 
+    def _relations(self, st: _State, tree: exp.Expr) -> exp.Expr | None:
+        """Resolve every relation through the search path, check it against the profile
+        and cross-check relations and column names with the server's parser."""
         tree = normalize_identifiers(tree, dialect=self._dialect)
         sg_columns = {c.name for c in tree.find_all(exp.Column)
                       if not isinstance(c.this, exp.Star)}
@@ -220,31 +238,35 @@ class Gate:
             f = self.checker.relation_finding(ref.relation, ref.node)
             if f:
                 st.findings.append(f)
-        if pg_facts is not None and not unknown:
-            st.findings.extend(pgparse.compare(pg_facts, st.access.relations, sg_columns,
-                                               self.catalog, self.search_path))
         if unknown:
-            return st.result()
+            return None
+        if st.pg is not None:
+            st.findings.extend(pgparse.compare(st.pg, st.access.relations, sg_columns,
+                                               self.catalog, self.search_path))
+        return tree
 
-        tree = self._qualify(tree, st)
-        if tree is None:
-            return st.result()
-        scopes = traverse_scope(tree)
-        unresolved = [self._unresolved(c, st.access.relations) for c in unresolved_columns(scopes)]
+    def _columns(self, st: _State, tree: exp.Expr) -> exp.Expr | None:
+        """Qualify against the catalog, then check every column reference (and, for
+        statistics reports, the shape of the query)."""
+        qualified = self._qualify(tree, st)
+        if qualified is None:
+            return None
+        scopes = traverse_scope(qualified)
+        unresolved = [self._unresolved(c, st.access.relations)
+                      for c in unresolved_columns(scopes)]
         if unresolved:
             st.findings.extend(unresolved)
-            return st.result()
+            return None
         withheld: dict[int, dict[str, tuple[str, str]]] = {}
         st.findings.extend(filter_star_columns(scopes, self.checker, withheld))
         if withheld:
             for scope in scopes:
                 scope.clear_cache()
-        st.findings.extend(check_columns(scopes, tree, self.checker, withheld, st.access))
+        st.findings.extend(check_columns(scopes, qualified, self.checker, withheld,
+                                         st.access))
         if self.profile.aggregate_only:
-            st.findings.extend(ReportChecker(self.profile).check(scopes, tree))
-        if st.findings:
-            return st.result()
-        return self._rewrite(tree, st)
+            st.findings.extend(ReportChecker(self.profile).check(scopes, qualified))
+        return qualified
 
     def _qualify(self, tree: exp.Expr, st: _State) -> exp.Expr | None:
         """sqlglot's ``qualify`` minus the steps done elsewhere: identifiers are already
