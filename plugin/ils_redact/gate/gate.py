@@ -110,7 +110,12 @@ class Gate:
     """Checks SQL texts for one profile (and request), with an LRU of results.
 
     ``profile`` is ``disclosure``, ``stats`` or ``report`` (see :mod:`.profiles`);
-    ``search_path`` resolves unqualified names the way the role's connection would.
+    ``search_path`` resolves unqualified names the way the role's connection would (the
+    output names every schema, so it does not depend on the executing session's path);
+    ``dialect`` is ``postgres`` or ``mysql``/``mariadb``; ``require_request`` refuses a
+    disclosure query that names no request (R-SCOPE).  A Gate is immutable after
+    construction and safe to share between threads; build a new one when the rules or
+    the catalog change (results are cached by profile, request and SQL text).
     """
 
     def __init__(self, rules: Rules, catalog: Catalog, profile: str, *,
