@@ -81,12 +81,13 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON ils_redact.audit_log
     FOR EACH STATEMENT EXECUTE FUNCTION ils_redact.audit_log_is_append_only();
 
 -- The text a row's hash covers.  `ils-redact audit verify` rebuilds it in Python from the
--- columns, so a replaced copy of this function cannot hide a change.
+-- columns, so a replaced copy of this function cannot hide a change.  (No SET clause: it
+-- is not SECURITY DEFINER, only called from functions with a pinned search_path, and a
+-- SET clause would stop PostgreSQL from inlining it.)
 CREATE FUNCTION ils_redact.audit_canonical(p_seq bigint, p_at timestamptz, p_actor name,
                                            p_action text, p_request bigint, p_detail jsonb,
                                            p_prev text) RETURNS text
     LANGUAGE sql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT p_seq::text || E'\n'
         || to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || E'\n'
@@ -369,10 +370,10 @@ AS $fn$
 $fn$;
 
 -- CSV cell: always quoted; a leading = + - @ tab or CR gets an apostrophe so that a
--- spreadsheet shows the value instead of running it.
+-- spreadsheet shows the value instead of running it.  (Inlinable: no SET clause, see
+-- audit_canonical.)
 CREATE FUNCTION ils_redact.csv_cell(p text) RETURNS text
     LANGUAGE sql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT CASE WHEN p IS NULL THEN ''
                 ELSE '"' || replace(CASE WHEN p ~ '^[=+\-@\t\r]' THEN '''' || p ELSE p END,

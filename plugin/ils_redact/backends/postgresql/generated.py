@@ -108,28 +108,46 @@ def patron_lookup(rules: Rules) -> Generated:
                      "resolves the patrons a request names, for the staff member to confirm")
 
 
-def export_function(rules: Rules, catalog: Catalog) -> Generated:
+def _branches(rules: Rules, catalog: Catalog, shape: str) -> sql.Composable:
+    """One SELECT per identity table, for the patrons of the request (``v.patrons``).
+
+    ``text``: ``vals`` is a text[] as wide as the whole allow-list (NULL outside this
+    table's columns), so the CSV picks its cells by position with no per-row JSON work;
+    ``json``: ``vals`` is a jsonb object of this table's identity columns, typed.
+    """
+    allow = identity_columns(rules)
     branches = []
     for order, t in enumerate(rules.identity, start=1):
         rel = catalog.relation(t.relation)
         pk = rel.primary_key[0] if rel.primary_key else t.patron_key
-        vals = sql.SQL(", ").join(
-            sql.SQL("{}, t.{}").format(sql.Literal(c), sql.Identifier(c)) for c in t.columns)
+        if shape == "text":
+            vals = sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(
+                sql.SQL("t.{}::text").format(sql.Identifier(c.rsplit(".", 1)[1]))
+                if c.rsplit(".", 1)[0] == t.relation else sql.SQL("NULL") for c in allow))
+        else:
+            vals = sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+                sql.SQL("{}, t.{}").format(sql.Literal(c), sql.Identifier(c))
+                for c in t.columns))
         branches.append(sql.SQL(
             "SELECT t.{key}::bigint AS patron_id, {ord} AS rel_order, {relname}::text AS relation,"
-            " t.{pk}::text AS row_key, jsonb_build_object({vals}) AS vals"
+            " t.{pk}::text AS row_key, {vals} AS vals"
             " FROM {rel} t WHERE t.{key} = ANY (v.patrons)").format(
             key=sql.Identifier(t.patron_key), ord=sql.Literal(order),
             relname=sql.Literal(t.relation), pk=sql.Identifier(pk), vals=vals,
             rel=_rel(t.relation)))
-    rows_query = sql.SQL("\n            UNION ALL ").join(branches)
+    return sql.SQL("\n                  UNION ALL ").join(branches)
+
+
+def export_function(rules: Rules, catalog: Catalog) -> Generated:
     allow = sql.Literal(identity_columns(rules))
     body = sql.SQL("""
 DECLARE
     v record;
     v_cols text[];
-    v_rows jsonb;
+    v_pos integer[];
     v_doc text;
+    v_rows integer;
+    v_patrons integer;
     v_manifest jsonb;
     v_seq bigint;
 BEGIN
@@ -143,50 +161,51 @@ BEGIN
     IF p_format IS NULL OR p_format NOT IN ('csv', 'json') THEN
         RAISE EXCEPTION 'format must be csv or json' USING ERRCODE = '22023';
     END IF;
-    -- the request's columns, in allow-list order
-    SELECT array_agg(c ORDER BY array_position({allow}::text[], c)) INTO v_cols
-    FROM unnest(v.columns) c WHERE c = ANY ({allow}::text[]);
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'patron_id', s.patron_id, 'relation', s.relation,
-               'values', (SELECT coalesce(jsonb_object_agg(e.key, e.value), '{{}}'::jsonb)
-                          FROM jsonb_each(s.vals) e
-                          WHERE s.relation || '.' || e.key = ANY (v_cols)))
-             ORDER BY s.patron_id, s.rel_order, length(s.row_key), s.row_key), '[]'::jsonb)
-    INTO v_rows
-    FROM ({rows_query}) s;
-    IF p_format = 'json' THEN
-        v_doc := jsonb_pretty(jsonb_build_object(
-            'request', p_request, 'basis', v.basis, 'columns', to_jsonb(v_cols),
-            'records', v_rows)) || E'\\n';
-    ELSE
+    -- the request's columns, in allow-list order, and their positions in it
+    SELECT array_agg(x.c ORDER BY x.p), array_agg(x.p ORDER BY x.p) INTO v_cols, v_pos
+    FROM (SELECT c, array_position({allow}::text[], c) AS p FROM unnest(v.columns) c) x
+    WHERE x.p IS NOT NULL;
+    IF p_format = 'csv' THEN
         SELECT 'patron_id,relation,' || array_to_string(
-                   ARRAY(SELECT ils_redact.csv_cell(c) FROM unnest(v_cols) c), ',') || E'\\n'
-               || coalesce(string_agg(
-                   (r ->> 'patron_id') || ',' || ils_redact.csv_cell(r ->> 'relation') || ','
-                   || (SELECT string_agg(
-                           CASE WHEN regexp_replace(c, '\\.[^.]*$', '') = r ->> 'relation'
-                                THEN ils_redact.csv_cell(
-                                         r -> 'values' ->> regexp_replace(c, '^.*\\.', ''))
-                                ELSE '' END, ',' ORDER BY i)
-                       FROM unnest(v_cols) WITH ORDINALITY u(c, i)),
-                   E'\\n' ORDER BY o) || E'\\n', '')
-        INTO v_doc
-        FROM jsonb_array_elements(v_rows) WITH ORDINALITY x(r, o);
+                   ARRAY(SELECT ils_redact.csv_cell(c) FROM unnest(v_cols) c), ',') || E'\n'
+               || coalesce(string_agg(l.line, E'\n' ORDER BY l.patron_id, l.rel_order,
+                                      length(l.row_key), l.row_key) || E'\n', ''),
+               count(*), count(DISTINCT l.patron_id)
+        INTO v_doc, v_rows, v_patrons
+        FROM (SELECT s.patron_id, s.rel_order, s.row_key,
+                     s.patron_id::text || ',' || ils_redact.csv_cell(s.relation) || ','
+                     || array_to_string(ARRAY(SELECT ils_redact.csv_cell(s.vals[i])
+                                              FROM unnest(v_pos) i), ',') AS line
+              FROM ({text_rows}) s) l;
+    ELSE
+        SELECT jsonb_pretty(jsonb_build_object(
+                   'request', p_request, 'basis', v.basis, 'columns', to_jsonb(v_cols),
+                   'records', coalesce(jsonb_agg(jsonb_build_object(
+                       'patron_id', s.patron_id, 'relation', s.relation,
+                       'values', (SELECT coalesce(jsonb_object_agg(
+                                      regexp_replace(c, '^.*\.', ''), s.vals -> c), '{{}}'::jsonb)
+                                  FROM unnest(v_cols) c
+                                  WHERE regexp_replace(c, '\.[^.]*$', '') = s.relation))
+                       ORDER BY s.patron_id, s.rel_order, length(s.row_key), s.row_key),
+                       '[]'::jsonb))) || E'\n',
+               count(*), count(DISTINCT s.patron_id)
+        INTO v_doc, v_rows, v_patrons
+        FROM ({json_rows}) s;
     END IF;
     v_manifest := jsonb_build_object(
         'request', p_request, 'basis', v.basis, 'format', p_format,
-        'columns', to_jsonb(v_cols), 'rows', jsonb_array_length(v_rows),
-        'patrons', (SELECT count(DISTINCT e ->> 'patron_id') FROM jsonb_array_elements(v_rows) e),
+        'columns', to_jsonb(v_cols), 'rows', v_rows, 'patrons', v_patrons,
         'sha256', encode(sha256(convert_to(v_doc, 'UTF8')), 'hex'),
         'bytes', octet_length(convert_to(v_doc, 'UTF8')),
         'exported_by', session_user, 'exported_at', statement_timestamp());
     v_seq := ils_redact.audit_append('export', p_request, v_manifest);
     -- the server log keeps a line even if the caller rolls the transaction back
     RAISE LOG 'ils-redact: export of request % by % (% rows, sha256 %), audit entry %',
-        p_request, session_user, v_manifest ->> 'rows', v_manifest ->> 'sha256', v_seq;
+        p_request, session_user, v_rows, v_manifest ->> 'sha256', v_seq;
     RETURN QUERY SELECT v_seq, v_doc, v_manifest;
 END
-""").format(allow=allow, rows_query=rows_query)
+""").format(allow=allow, text_rows=_branches(rules, catalog, "text"),
+            json_rows=_branches(rules, catalog, "json"))
     create = _s(sql.SQL(
         "CREATE OR REPLACE FUNCTION ils_redact.export(p_request bigint, p_format text)\n"
         "    RETURNS TABLE (audit_seq bigint, document text, manifest jsonb)\n"
