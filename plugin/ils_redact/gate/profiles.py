@@ -107,13 +107,16 @@ class Classifier:
             return Classification("other", "no patron data")
         return Classification("unclassified", "not classified in the rules")
 
-    def classify(self, rel: str) -> Classification:
-        if rel in self._cache:
-            return self._cache[rel]
-        self._cache[rel] = own = self.base(rel)  # provisional: guards against view cycles
-        best = own
+    def classify(self, rel: str, _visiting: frozenset[str] = frozenset()) -> Classification:
+        hit = self._cache.get(rel)
+        if hit is not None:
+            return hit
+        best = self.base(rel)
+        if rel in _visiting:  # a cycle of views: the rules' own class
+            return best
+        _visiting = _visiting | {rel}
         for kid in sorted(self.catalog.descendants(rel)):
-            k = self.classify(kid)
+            k = self.classify(kid, _visiting)
             if k.cls in ("secret", "confidential", "personal", "identity") and \
                     _RANK[_escalate(k.cls)] > _RANK[best.cls]:
                 best = Classification(
@@ -123,7 +126,7 @@ class Classifier:
         relation = self.catalog.get(rel)
         if relation is not None and relation.is_view:
             for dep in sorted(self.catalog.view_reads(rel)):
-                d = self.classify(dep)
+                d = self.classify(dep, _visiting)
                 if d.cls in ("secret", "confidential", "personal", "identity") and \
                         _RANK[_escalate(d.cls)] > _RANK[best.cls]:
                     best = Classification(
