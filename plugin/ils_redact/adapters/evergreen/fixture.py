@@ -887,11 +887,16 @@ def fill(conn: psycopg.Connection, *, patrons: int = 10_000, circulations: int =
     """Deterministic synthetic data; returns row counts per table filled.
 
     Expects the empty tables of ``build_schema``.  Primary keys are dense from 1 (patron
-    ids are 1..patrons).  Foreign keys of the filled tables are dropped during the load
-    and re-added at the end, which validates every row; their plain indexes are dropped
-    and rebuilt the same way (a sorted build is much faster than a million random
-    inserts).  Nothing is committed here; on
-    an autocommit connection the whole load is one transaction.
+    ids are 1..patrons; the staff accounts are among them: every ``STAFF_EVERY``-th
+    user, starting with user 1).  Foreign keys of the filled tables are dropped during
+    the load and re-added at the end, which validates every row; their plain indexes
+    and the unique constraints no foreign key needs are dropped and rebuilt the same way
+    (a sorted build is much faster than a million random inserts).  Nothing is
+    committed here; on an autocommit connection the whole load is one transaction.
+
+    Sizes derived from ``circulations``: ``max(1000, min(20000, circulations // 50))``
+    bibliographic records, two call numbers per record, two copies per call number,
+    ``max(5, circulations // 1000)`` groceries.
     """
     if patrons < 1 or circulations < 0:
         raise ValueError("fill needs at least one patron and a non-negative circulation count")
