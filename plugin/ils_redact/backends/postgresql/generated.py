@@ -140,7 +140,7 @@ def _branches(rules: Rules, catalog: Catalog, shape: str) -> sql.Composable:
 
 def export_function(rules: Rules, catalog: Catalog) -> Generated:
     allow = sql.Literal(identity_columns(rules))
-    body = sql.SQL("""
+    body = sql.SQL(r"""
 DECLARE
     v record;
     v_cols text[];
