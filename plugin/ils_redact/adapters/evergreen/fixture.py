@@ -516,14 +516,8 @@ _GROCERY_NOTES = ("Lost card replacement", "Printing", "Photocopies", "Earbuds",
 
 
 def _lit(v: Any) -> str:
-    """An SQL literal for the fixed reference values (no user input reaches here)."""
-    if v is None:
-        return "NULL"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return "'" + str(v).replace("'", "''") + "'"
+    """An SQL literal for the fixed reference values, quoted by psycopg.sql.Literal."""
+    return sql.Literal(v).as_string(None)
 
 
 def _arr(items: Sequence[Any]) -> str:
@@ -531,7 +525,9 @@ def _arr(items: Sequence[Any]) -> str:
 
 
 def _qi(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    """An identifier, quoted by psycopg.sql.Identifier (fragments of the data generator are
+    plain text; every name and value in them goes through psycopg's own quoting)."""
+    return sql.Identifier(name).as_string(None)
 
 
 def _derived(alias: str, columns: dict[str, str], source: str, *, keep: str = "") -> str:
@@ -546,7 +542,7 @@ def _derived(alias: str, columns: dict[str, str], source: str, *, keep: str = ""
 
 def _qt(qualified: str) -> str:
     schema, _, name = qualified.partition(".")
-    return f"{_qi(schema)}.{_qi(name)}"
+    return sql.Identifier(schema, name).as_string(None)
 
 
 class _Gen:
