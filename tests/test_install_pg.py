@@ -223,7 +223,7 @@ def test_two_databases_on_one_server(eg_db: EgDb, server, eg_template, eg_roles,
             pg.uninstall(conn)
         assert snapshot(other) == other_snapshot
         assert other.scalar("SELECT count(*) FROM pg_roles WHERE rolname LIKE %s",
-                            (other.prefix + "%",)) == 5
+                            (other.prefix + "%",)) == 6
         with other.connect(autocommit=False) as conn:
             pg.uninstall(conn)
     finally:

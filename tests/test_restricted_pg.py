@@ -175,10 +175,28 @@ def test_expired_scope_and_other_logins_see_nothing(installed) -> None:
     assert db.scalar("SELECT count(*) FROM actor.card", user=clerk) == 0
 
 
-def test_stats_role_holds_nothing(installed) -> None:
+def test_stats_role_reads_the_reports_and_nothing_else(installed) -> None:
+    """The stats role holds no privilege on any ILS relation or column; what it may call
+    is the installed report functions in ils_redact_stats and nothing else (the full
+    per-relation sweep is in test_stats_pg.py)."""
     db, _ = installed
     stats = create_role(db.server, f"{db.prefix}counter", member_of=(db.role("stats"),))
     with db.connect(stats) as conn:
         for q in ("SELECT count(*) FROM actor.usr", "SELECT count(*) FROM action.circulation"):
             with pytest.raises(errors.InsufficientPrivilege):
                 conn.execute(q)
+    with db.connect() as conn:
+        held = conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f') "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND (has_table_privilege(%(r)s, c.oid, 'SELECT') "
+            "OR has_any_column_privilege(%(r)s, c.oid, 'SELECT'))",
+            {"r": db.role("stats")}).fetchall()
+        callable_ = {r[0] for r in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n "
+            "ON n.oid = p.pronamespace WHERE n.nspname IN ('ils_redact', 'ils_redact_stats') "
+            "AND has_function_privilege(%s, p.oid, 'EXECUTE')", (db.role("stats"),))}
+    assert held == []
+    assert callable_ and all(f.startswith("ils_redact_stats.") for f in callable_)
+    assert not any(h in f for f in callable_ for h in ("suppress_page", "period_bounds"))

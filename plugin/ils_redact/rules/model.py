@@ -17,8 +17,10 @@ from typing import Any
 #: The roles ils-redact creates, by their suffix after the role prefix.  ``owner`` owns
 #: the layer's objects and is never granted to a person; ``admin`` is for the staff who
 #: manage requests; ``disclosure`` and ``stats`` are the restricted roles; ``exporter``
-#: may only call the logged export function (the default way staff disclose).
-ROLE_KINDS = ("owner", "admin", "disclosure", "exporter", "stats")
+#: may only call the logged export function (the default way staff disclose);
+#: ``stats_owner`` owns the statistics reports (NOLOGIN, never granted to a person) and
+#: holds only the column grants they read.
+ROLE_KINDS = ("owner", "admin", "disclosure", "exporter", "stats", "stats_owner")
 
 ALL_COLUMNS = "all"
 
@@ -76,6 +78,8 @@ class CustomReport:
 class StatisticsSettings:
     k: int = 11
     reports: tuple[CustomReport, ...] = ()
+    #: month boundaries of every report (an IANA zone name, e.g. America/Chicago)
+    time_zone: str = "UTC"
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from ...errors import StateError
 from ...plan import Plan, Step
 from ...resources import sql_dir
 from ...rules import Rules, check_against_catalog
-from .generated import Generated, generated_functions, settings, settings_sql
-from .state import Installed, PgState, Priv, make_marker
+from .generated import MARK, Generated, generated_functions, settings, settings_sql
+from .state import STATS_SCHEMA, Installed, PgState, Priv, make_marker
 
 PASSTHROUGH = "ils_redact_passthrough"
 SCOPE_POLICY = "ils_redact_scope"
@@ -98,10 +98,22 @@ def passthrough_policy(table: str) -> PolicySpec:
         "AS PERMISSIVE FOR ALL TO PUBLIC USING (true) WITH CHECK (true)"))
 
 
-def desired_privileges(rules: Rules, roles: dict[str, str], state: PgState) -> set[Priv]:
-    """Exactly what each role holds on ILS objects.  Anything else is revoked."""
+def desired_privileges(rules: Rules, roles: dict[str, str], state: PgState,
+                       stats_columns: dict[str, set[str]] | None = None) -> set[Priv]:
+    """Exactly what each role holds on ILS objects.  Anything else is revoked.
+
+    ``stats_columns``: relation -> columns the statistics reports read; the stats_owner
+    role (which owns the reports, never a person) holds SELECT on exactly those.
+    """
     dis = roles["disclosure"]
     out: set[Priv] = set()
+    stats_owner = roles.get("stats_owner")
+    for rel, cols in (stats_columns or {}).items():
+        if stats_owner is None:
+            break
+        out.add(Priv(stats_owner, "schema", rel.split(".", 1)[0], "USAGE"))
+        for col in cols:
+            out.add(Priv(stats_owner, "column", rel, "SELECT", col))
     for t in rules.identity:
         schema = t.relation.split(".", 1)[0]
         out.add(Priv(dis, "schema", schema, "USAGE"))
@@ -202,6 +214,8 @@ _ROLE_WHY = {
     "disclosure": "reads identity columns of patrons in an approved request's scope only",
     "exporter": "staff who may only call the logged export function",
     "stats": "reads suppressed aggregate reports only",
+    "stats_owner": "owns the statistics reports and reads only the columns they count; "
+                   "never granted to a person",
 }
 
 
@@ -220,7 +234,8 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
 
     recorded_roles = {i.object for i in state.installed_of("role")}
     wanted_roles = {f"role {name}" for name in roles.values()}
-    if state.is_installed and recorded_roles and recorded_roles != wanted_roles:
+    # an upgrade may add role kinds (stats_owner came with layer v3); it never renames
+    if state.is_installed and recorded_roles and not recorded_roles <= wanted_roles:
         raise StateError(
             "this database is installed with other role names "
             f"({', '.join(sorted(r[5:] for r in recorded_roles))}); the rules now name "
@@ -275,7 +290,14 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
         steps.append(Step("record", "roles", records_sql(role_records)))
 
     # 3. privileges on ILS objects: desired minus actual, and actual minus desired
-    desired = desired_privileges(rules, roles, state)
+    from ...stats import all_reports  # the stats package imports this backend
+
+    reports = all_reports(rules, catalog)
+    stats_columns: dict[str, set[str]] = {}
+    for r in reports:
+        for rel, cols in r.columns_read().items():
+            stats_columns.setdefault(catalog.qualify(rel), set()).update(cols)
+    desired = desired_privileges(rules, roles, state, stats_columns)
     ours = set(roles.values())
     actual = {p for p in state.privileges if p.role in ours}
     for group in _grouped(actual - desired):
@@ -297,6 +319,7 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
                           "limits from the rules that the database itself enforces"))
     for g in generated_functions(rules, catalog):
         steps.extend(_generated_steps(g, state, roles))
+    steps.extend(_stats_steps(rules, reports, state, roles))
 
     # 5. row-level security on every table where the disclosure role holds a grant
     steps.extend(_rls_steps(rules, catalog, state, roles))
@@ -328,6 +351,27 @@ def _generated_steps(g: Generated, state: PgState, roles: dict[str, str]) -> lis
                               f"GRANT EXECUTE ON FUNCTION {g.signature} TO "
                               + _s(sql.Identifier(roles[kind]))))
     steps.append(Step("function-comment", g.signature, g.comment_sql()))
+    return steps
+
+
+def _stats_steps(rules: Rules, reports: list, state: PgState,
+                 roles: dict[str, str]) -> list[Step]:
+    """The report functions (rules-derived, diffed by digest like the other generated
+    functions), and DROP for reports that are no longer in the rules."""
+    from ...stats.pgsql import catalog_function, report_function
+
+    st = rules.statistics
+    wanted = [report_function(r, st.k, st.time_zone) for r in reports]
+    wanted.append(catalog_function(reports, st.k, st.time_zone))
+    steps: list[Step] = []
+    keep = {g.signature.replace(" ", "") for g in wanted}
+    for sig, (_owner, comment) in sorted(state.layer_functions.items()):
+        if (sig.startswith(f"{STATS_SCHEMA}.") and comment and comment.startswith(MARK)
+                and sig.replace(" ", "") not in keep):
+            steps.append(Step("drop-function", sig, f"DROP FUNCTION {sig}",
+                              f"{sig}: no longer a report in the rules"))
+    for g in wanted:
+        steps.extend(_generated_steps(g, state, roles))
     return steps
 
 

@@ -19,6 +19,8 @@ from .connection import current_database, server_version
 
 MARKER = "ils-redact:"
 LAYER_SCHEMA = "ils_redact"
+#: the statistics reports' schema (layer v3): managed by the layer files and the planner
+STATS_SCHEMA = "ils_redact_stats"
 
 
 @dataclass(frozen=True)
@@ -196,12 +198,13 @@ def read_state(conn: psycopg.Connection, rules: Rules) -> PgState:
         sig: (owner, comment) for sig, owner, comment in conn.execute(
             "SELECT p.oid::regprocedure::text, pg_get_userbyid(p.proowner), "
             "obj_description(p.oid, 'pg_proc') FROM pg_proc p "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ils_redact'")
+            "JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname IN ('ils_redact', 'ils_redact_stats')")
     }
     privs = {
         Priv(role, objtype, obj, priv, col)
         for role, objtype, obj, priv, col in conn.execute(
-            _PRIVS, {"roles": role_names, "skip": [LAYER_SCHEMA, "pg_catalog",
+            _PRIVS, {"roles": role_names, "skip": [LAYER_SCHEMA, STATS_SCHEMA, "pg_catalog",
                                                    "information_schema", "pg_toast"]})
     }
     policies = {

@@ -16,7 +16,7 @@ from psycopg import sql
 from ...errors import StateError
 from ...plan import Plan, Step
 from .planner import _grouped, grant_sql, qname
-from .state import LAYER_SCHEMA, PgState, Priv
+from .state import LAYER_SCHEMA, STATS_SCHEMA, PgState, Priv
 
 _SHDEPEND = """
 SELECT r.rolname, sd.deptype,
@@ -60,7 +60,8 @@ def blockers(conn: psycopg.Connection, state: PgState) -> list[str]:
             out.append(f"role {role} {_DEPTYPE.get(deptype, 'depends on')} objects in "
                        f"database {db}")
             continue
-        if schema == LAYER_SCHEMA or (otype == "schema" and ident == LAYER_SCHEMA):
+        if schema in (LAYER_SCHEMA, STATS_SCHEMA) or (
+                otype == "schema" and ident in (LAYER_SCHEMA, STATS_SCHEMA)):
             continue  # dropped with the layer
         if deptype == "a" and otype in ("table", "table column", "view column", "schema",
                                         "function", "sequence", "database", "view"):
@@ -99,6 +100,9 @@ def plan_uninstall(conn: psycopg.Connection, state: PgState) -> Plan:
     held = grants & state.privileges
     for group in _grouped(held):
         steps.append(Step("revoke", group[0].object, grant_sql(group, revoke=True)))
+    if state.layer_version is not None and state.layer_version >= 3:
+        steps.append(Step("drop-layer", STATS_SCHEMA, "DROP SCHEMA ils_redact_stats CASCADE",
+                          "the statistics reports"))
     steps.append(Step("drop-layer", LAYER_SCHEMA, "DROP SCHEMA ils_redact CASCADE",
                       "the layer's objects (bookkeeping, scope, requests, audit log)"))
     by_kind: dict[str, list[str]] = defaultdict(list)

@@ -1,0 +1,134 @@
+"""List and run the installed reports, as a login in the statistics role.
+
+The database describes itself (``ils_redact_stats.reports()``), so a staff member needs
+no rules file, and a report name is checked against that list before it is quoted into
+the call.  What comes back is already suppressed: this module only shapes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors, sql
+
+from ..errors import IlsRedactError, Refused
+from .model import RESULT_COLUMNS
+from .pgsql import SCHEMA
+
+
+@dataclass(frozen=True)
+class ReportInfo:
+    name: str
+    title: str
+    description: str
+    rows_title: str
+    cols_title: str | None
+    measures: tuple[str, ...]
+    timed: bool
+    custom: bool
+    k: int
+    time_zone: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One released or suppressed entry of a page (``value`` None when suppressed)."""
+
+    period: dt.date | None
+    measure: str
+    kind: str
+    row_value: str | None
+    col_value: str | None
+    value: int | None
+    suppressed: bool
+
+
+@dataclass
+class ReportResult:
+    info: ReportInfo
+    period_from: dt.date | None
+    period_to: dt.date | None
+    entries: list[Entry] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "report": asdict(self.info) | {"measures": list(self.info.measures)},
+            "from": self.period_from.isoformat() if self.period_from else None,
+            "to": self.period_to.isoformat() if self.period_to else None,
+            "entries": [asdict(e) | {"period": e.period.isoformat() if e.period else None}
+                        for e in self.entries],
+        }
+
+
+def _not_installed(exc: Exception) -> IlsRedactError:
+    return IlsRedactError(f"cannot read the statistics reports: {exc}".splitlines()[0],
+                          hint="is ils-redact (layer 3) installed here, and is this login "
+                               "a member of the stats role? (`ils-redact staff grant LOGIN "
+                               "--role stats`)")
+
+
+def list_reports(conn: psycopg.Connection) -> list[ReportInfo]:
+    try:
+        rows = conn.execute(sql.SQL("SELECT name, title, description, rows_title, cols_title, "
+                                    "measures, timed, custom, k, time_zone FROM {}.reports() "
+                                    "ORDER BY custom, name").format(
+            sql.Identifier(SCHEMA))).fetchall()
+    except (errors.UndefinedFunction, errors.InvalidSchemaName,
+            errors.InsufficientPrivilege) as exc:
+        conn.rollback()
+        raise _not_installed(exc) from None
+    return [ReportInfo(n, t, d, rt, ct, tuple(m), timed, custom, k, tz)
+            for n, t, d, rt, ct, m, timed, custom, k, tz in rows]
+
+
+_MONTH = re.compile(r"^\d{4}-\d{2}$")
+
+
+def parse_month(value: str | None, what: str) -> dt.date | None:
+    """``YYYY-MM`` or ``YYYY-MM-01``: reports cover whole months."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _MONTH.match(text):
+        text += "-01"
+    try:
+        d = dt.date.fromisoformat(text)
+    except ValueError:
+        raise IlsRedactError(f"{what} {value!r} is not a date (YYYY-MM or YYYY-MM-DD)") from None
+    if d.day != 1:
+        raise IlsRedactError(f"{what} {value} is not the first day of a month: reports cover "
+                             "whole months (a period that differs from another by days "
+                             "would single out the people of those days)")
+    return d
+
+
+def run_report(conn: psycopg.Connection, name: str, period_from: dt.date | None = None,
+               period_to: dt.date | None = None) -> ReportResult:
+    """Run one installed report; ``period_to`` is exclusive (the first month not
+    included); None: up to the last complete month."""
+    reports = {r.name: r for r in list_reports(conn)}
+    info = reports.get(name)
+    if info is None:
+        from ..errors import did_you_mean
+
+        raise IlsRedactError(f"no statistics report {name!r}",
+                             hint=did_you_mean(name, reports) or
+                             f"`ils-redact stats list` shows {len(reports)} reports")
+    if not info.timed and (period_from or period_to):
+        raise IlsRedactError(f"report {name} covers all time: it takes no --from/--to")
+    query = sql.SQL("SELECT {} FROM {}.{}(%s, %s)").format(
+        sql.SQL(", ").join(map(sql.Identifier, RESULT_COLUMNS)), sql.Identifier(SCHEMA),
+        sql.Identifier(info.name))
+    try:
+        rows = conn.execute(query, (period_from, period_to)).fetchall()
+    except errors.InvalidParameterValue as exc:
+        conn.rollback()
+        raise Refused(exc.diag.message_primary or str(exc)) from None
+    except errors.InsufficientPrivilege as exc:
+        conn.rollback()
+        raise _not_installed(exc) from None
+    return ReportResult(info, period_from, period_to, [Entry(*r) for r in rows])
