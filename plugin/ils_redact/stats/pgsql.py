@@ -1,7 +1,8 @@
 """PostgreSQL for the statistics reports: one SECURITY DEFINER function per report.
 
 Each report function (owned by the stats_owner role, EXECUTE for the stats role only,
-search_path pinned) does, in one statement:
+search_path pinned) does, in one statement (plpgsql ``RETURN QUERY``, which, unlike a SQL
+function's body, may use a parallel plan, as the owner's plain GROUP BY does):
 
 1. ``period_bounds``: whole months in the report's time zone, never the current month;
 2. per measure, one plain aggregate over the ILS table: month, row, column,
@@ -81,10 +82,11 @@ def patron_expr(m: Measure) -> sql.Composable:
         sql.SQL(", ").join(_col("t", c) for c in m.patron))
 
 
-def aggregate_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composable] | None
-                  ) -> sql.Composable:
+def aggregate_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composable] | None,
+                  *, patrons: bool = True) -> sql.Composable:
     """The plain GROUP BY: month, row, column, records, distinct patrons.  ``bounds``:
-    the period's (lo, hi) expressions; None for all time."""
+    the period's (lo, hi) expressions; None for all time.  ``patrons`` False leaves out
+    the distinct count (a benchmark baseline only)."""
     joins = sql.SQL("").join(
         sql.SQL(" LEFT JOIN {} AS {} ON {} = {}").format(
             _rel(j.relation), sql.Identifier(j.alias), _col(j.alias, j.column),
@@ -97,10 +99,11 @@ def aggregate_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composa
         where = sql.SQL(" WHERE {t} >= {lo} AND {t} < {hi}").format(t=t, lo=bounds[0],
                                                                     hi=bounds[1])
     return sql.SQL(
-        "SELECT {month} AS m, {r} AS r, {c} AS c, count(*) AS v, count(DISTINCT {p}) AS np "
+        "SELECT {month} AS m, {r} AS r, {c} AS c, count(*) AS v, {np} AS np "
         "FROM {rel} AS t{joins}{where} GROUP BY 1, 2, 3").format(
         month=month, r=dim_expr(m, m.rows, tz), c=dim_expr(m, m.cols, tz),
-        p=patron_expr(m), rel=_rel(m.relation), joins=joins, where=where)
+        np=sql.SQL("count(DISTINCT {})").format(patron_expr(m)) if patrons else sql.SQL("0"),
+        rel=_rel(m.relation), joins=joins, where=where)
 
 
 def cells_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composable] | None
@@ -124,6 +127,9 @@ def report_body(report: Report, k: int, tz: str) -> sql.Composable:
     cells = sql.SQL("\n    UNION ALL\n    ").join(cells_sql(m, tz, bounds)
                                                  for m in report.measures)
     return sql.SQL("""
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
 WITH b AS MATERIALIZED (SELECT lo, hi FROM ils_redact_stats.period_bounds(p_from, p_to, {tz})),
 cells AS (
     {cells}
@@ -134,7 +140,8 @@ FROM (SELECT g.m, g.meas,
              array_agg(g.v ORDER BY g.r, g.c) AS vs, array_agg(g.np ORDER BY g.r, g.c) AS ps
       FROM cells g GROUP BY g.m, g.meas) p
 CROSS JOIN LATERAL ils_redact_stats.suppress_page({k}, p.m, p.meas, p.rs, p.cs, p.vs, p.ps) s
-ORDER BY s.period, s.measure, s.kind <> 'cell', s.kind, s.row_value, s.col_value
+ORDER BY s.period, s.measure, s.kind <> 'cell', s.kind, s.row_value, s.col_value;
+END
 """).format(tz=sql.Literal(tz), cells=cells, k=sql.Literal(int(k)))
 
 
@@ -143,7 +150,7 @@ def report_function(report: Report, k: int, tz: str) -> Generated:
     create = _s(sql.SQL(
         "CREATE OR REPLACE FUNCTION {}.{}(p_from date DEFAULT NULL, p_to date DEFAULT NULL)\n"
         "    RETURNS {}\n"
-        "    LANGUAGE sql STABLE SECURITY DEFINER\n"
+        "    LANGUAGE plpgsql STABLE SECURITY DEFINER\n"
         "    SET search_path = pg_catalog, pg_temp\n"
         "AS $fn${}$fn$").format(sql.Identifier(SCHEMA), sql.Identifier(report.name),
                                 sql.SQL(RETURNS), report_body(report, k, tz)))
@@ -174,7 +181,11 @@ def catalog_function(reports: list[Report], k: int, tz: str) -> Generated:
                          [r.name for r in reports]))
 
 
-def baseline_sql(m: Measure, tz: str) -> str:
-    """The plain GROUP BY of a measure as the owner would run it (for the benchmark and
-    the tests' brute force): no suppression, no labels."""
-    return _s(aggregate_sql(m, tz, None))
+def baseline_sql(report: Report, tz: str, *, patrons: bool = True) -> str:
+    """The plain GROUP BY of each measure of a report, as the owner would run it (the
+    benchmark's baseline): same rows (all complete months), no suppression, no labels."""
+    bounds = (sql.SQL("'-infinity'::timestamptz"),
+              sql.SQL("(date_trunc('month', now() AT TIME ZONE {}) AT TIME ZONE {})").format(
+                  sql.Literal(tz), sql.Literal(tz)))
+    return _s(sql.SQL("\nUNION ALL\n").join(aggregate_sql(m, tz, bounds, patrons=patrons)
+                                             for m in report.measures))

@@ -1,0 +1,89 @@
+"""Benchmark of the statistics reports: each standard report, run as the stats role, vs
+a plain GROUP BY of the same grouping run as the ILS owner, side by side in one run.
+
+    python bench/stats_pg.py                                   # quick: 300,000 circulations
+    python bench/stats_pg.py --patrons 500000 --circulations 10000000 --rounds 3
+
+The 10,000,000-circulation database takes several minutes to build (``fixture.fill``);
+set ``ILS_REDACT_BENCH_DSN`` to a superuser DSN to use a server of your own (else an
+embedded PostgreSQL 18 is started).  Target: report <= 1.2x the baseline.
+
+Two baselines, both over the same rows (every complete month):
+* ``GROUP BY + distinct``: month, grouping, count(*) and count(DISTINCT patron): the same
+  numbers the report needs before suppression (the threshold counts people);
+* ``GROUP BY count``: count(*) only, which no report could be suppressed from; printed so
+  the price of counting people is visible too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import psycopg
+from _common import PREFIX, bench_server, drop_everything, evergreen_db, log, make_login, rules
+from _common import table as fmt_table
+
+from ils_redact.backends import postgresql as pg
+from ils_redact.stats import standard_reports
+from ils_redact.stats.pgsql import baseline_sql
+
+
+def timed(conn: psycopg.Connection, q: str) -> float:
+    t = time.perf_counter()
+    conn.execute(q).fetchall()  # type: ignore[arg-type]
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--patrons", type=int, default=20_000)
+    ap.add_argument("--circulations", type=int, default=300_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    rl = rules()
+    tz = rl.statistics.time_zone
+    with bench_server() as srv:
+        drop_everything(srv)
+        try:
+            owner = f"{PREFIX}ils_db_owner"
+            db = evergreen_db(srv, f"{PREFIX}stats", patrons=args.patrons,
+                              circulations=args.circulations, owner=owner)
+            with psycopg.connect(srv.dsn_for(db), autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+            with pg.connect(srv.dsn_for(db)) as conn:
+                pg.install(conn, rl)
+            analyst = make_login(srv, f"{PREFIX}analyst", rl.role("stats"))
+            rows = [("report", "report ms", "GROUP BY+distinct ms", "ratio",
+                     "GROUP BY count ms", "ratio", "entries", "suppressed")]
+            with psycopg.connect(srv.dsn_for(db, user=analyst), autocommit=True) as sc, \
+                    psycopg.connect(srv.dsn_for(db, user=owner), autocommit=True) as oc:
+                for report in standard_reports(rl.adapter):
+                    q_report = f"SELECT * FROM ils_redact_stats.{report.name}()"  # noqa: S608
+                    q_base = baseline_sql(report, tz)
+                    q_count = baseline_sql(report, tz, patrons=False)
+                    out = sc.execute(q_report).fetchall()  # warm-up, and the result's size
+                    oc.execute(q_base).fetchall()
+                    oc.execute(q_count).fetchall()
+                    ts: dict[str, list[float]] = {"r": [], "b": [], "c": []}
+                    for i in range(args.rounds):  # interleaved, order rotated
+                        order = [("r", sc, q_report), ("b", oc, q_base), ("c", oc, q_count)]
+                        order = order[i % 3:] + order[:i % 3]
+                        for key, conn, q in order:
+                            ts[key].append(timed(conn, q))
+                    med = {k: sorted(v)[len(v) // 2] * 1000 for k, v in ts.items()}
+                    rows.append((report.name, f"{med['r']:.0f}", f"{med['b']:.0f}",
+                                 f"{med['r'] / med['b']:.2f}x", f"{med['c']:.0f}",
+                                 f"{med['r'] / med['c']:.2f}x", str(len(out)),
+                                 str(sum(1 for r in out if r[-1]))))
+                    log(f"{report.name}: done")
+            print(f"\nstatistics reports, {args.patrons:,} patrons, {args.circulations:,} "
+                  f"circulations, median of {args.rounds} (target: report <= 1.2x "
+                  "GROUP BY+distinct)")
+            print(fmt_table(rows))
+        finally:
+            drop_everything(srv)
+
+
+if __name__ == "__main__":
+    main()
