@@ -94,7 +94,8 @@ def test_full_lifecycle(desk: Desk, tmp_path: Path) -> None:
     assert res.returncode == 1 and "closed" in res.stderr
     actions = [(e["action"], e["request_id"]) for e in desk.audit()]
     assert actions == [
-        ("request.created", rid), ("export.refused", rid), ("request.approved", rid),
+        ("patron.lookup", None), ("request.created", rid), ("export.refused", rid),
+        ("request.approved", rid),
         ("export", rid), ("request.closed", rid), ("export.refused", rid)]
     entry = next(e for e in desk.audit() if e["action"] == "export")
     assert entry["detail"]["sha256"] == manifest["sha256"]
@@ -335,8 +336,8 @@ def _tamper(db: EgDb, statement: str) -> None:
     ("UPDATE ils_redact.audit_log SET seq = -seq WHERE seq IN (2, 3); "
      "UPDATE ils_redact.audit_log SET seq = CASE seq WHEN -2 THEN 3 ELSE 2 END WHERE seq < 0",
      2, "inserted or reordered"),
-    ("INSERT INTO ils_redact.audit_log SELECT 5, at, actor, 'request.approved', request_id, "
-     "detail, hash, repeat('a', 64) FROM ils_redact.audit_log WHERE seq = 4", 5, "altered"),
+    ("INSERT INTO ils_redact.audit_log SELECT 6, at, actor, 'request.approved', request_id, "
+     "detail, hash, repeat('a', 64) FROM ils_redact.audit_log WHERE seq = 5", 6, "altered"),
 ])
 def test_superuser_tampering_is_detected(desk: Desk, tamper: str, broken: int,
                                          problem: str) -> None:
@@ -344,7 +345,9 @@ def test_superuser_tampering_is_detected(desk: Desk, tamper: str, broken: int,
     desk.run("request", "approve", str(rid), user=desk.clerk)  # refused, logged
     desk.ok("request", "approve", str(rid), user=desk.director)
     desk.run("export", "--request", str(rid), user=desk.clerk2)  # refused, logged
-    assert len(desk.audit()) == 4
+    assert [e["action"] for e in desk.audit()] == [
+        "patron.lookup", "request.created", "request.approve.refused", "request.approved",
+        "export.refused"]
     assert desk.run("audit", "verify").returncode == 0
     _tamper(desk.db, tamper)
     res = desk.run("--format", "json", "audit", "verify")
@@ -437,3 +440,19 @@ def test_uninstall_keeps_the_audit_log_unless_told(scoped, tmp_path: Path) -> No
     # logins ils-redact created are gone with it
     assert desk.db.scalar("SELECT count(*) FROM pg_roles WHERE rolname LIKE %s",
                           (desk.db.prefix + "%",)) == 0
+
+
+def test_patron_lookups_are_capped_and_logged(desk: Desk) -> None:
+    """An admin cannot page through the patron list unnoticed."""
+    with desk.db.connect(desk.clerk) as conn:
+        rows = conn.execute("SELECT * FROM ils_redact.patron_lookup(ARRAY[11, 12]::bigint[], "
+                            "NULL)").fetchall()
+        assert [r[1] for r in rows] == [11, 12]
+        with pytest.raises(errors.InvalidParameterValue, match="at most 10 patrons"):
+            conn.execute("SELECT * FROM ils_redact.patron_lookup("
+                         "ARRAY(SELECT generate_series(1, 11))::bigint[], NULL)")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("SELECT ils_redact.patron_ids_known(ARRAY[1]::bigint[])")
+    entry = desk.audit()[-1]
+    assert entry["action"] == "patron.lookup" and entry["actor"] == desk.clerk
+    assert entry["detail"]["ids"] == [11, 12] and entry["detail"]["found"] == 2

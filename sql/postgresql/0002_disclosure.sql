@@ -195,7 +195,7 @@ BEGIN
         RAISE EXCEPTION 'a patron is named twice' USING ERRCODE = '22023';
     END IF;
     SELECT array_agg(x) INTO v_unknown FROM unnest(p_patrons) x
-    WHERE NOT EXISTS (SELECT 1 FROM ils_redact.patron_lookup(ARRAY[x], NULL) l);
+    WHERE NOT x = ANY (ils_redact.patron_ids_known(p_patrons));
     IF v_unknown IS NOT NULL THEN
         RAISE EXCEPTION 'unknown patron ids: %', v_unknown USING ERRCODE = '22023';
     END IF;

@@ -79,7 +79,11 @@ def settings_sql(values: dict[str, object]) -> str:
 
 def patron_lookup(rules: Rules) -> Generated:
     """Resolve ids and barcodes to patrons, with the display columns, for the staff member
-    who creates a request ("resolve them and show who they are")."""
+    who creates a request ("resolve them and show who they are").
+
+    An admin could otherwise page through every patron's name and birth date, a list of
+    registered patrons that is itself confidential: so a call names at most
+    ``disclosure.max_patrons`` patrons and every call is an audit entry."""
     p = rules.patron
     b = p.barcode
     display = sql.SQL(", ").join(
@@ -87,6 +91,15 @@ def patron_lookup(rules: Rules) -> Generated:
     active = (sql.SQL(", 'active', c.{}").format(sql.Identifier(b.active_column))
               if b.active_column else sql.SQL(""))
     body = sql.SQL("""
+DECLARE
+    v_n integer := coalesce(cardinality(p_ids), 0) + coalesce(cardinality(p_barcodes), 0);
+    v_found integer;
+BEGIN
+    IF v_n > ils_redact.setting_int('max_patrons') THEN
+        RAISE EXCEPTION 'look up at most % patrons at a time (rules: disclosure.max_patrons)',
+            ils_redact.setting_int('max_patrons') USING ERRCODE = '22023';
+    END IF;
+    RETURN QUERY
     SELECT x::text, u.{key}::bigint, jsonb_build_object({display})
     FROM unnest(coalesce(p_ids, '{{}}'::bigint[])) x
     JOIN {patron} u ON u.{key} = x
@@ -94,18 +107,38 @@ def patron_lookup(rules: Rules) -> Generated:
     SELECT bc, u.{key}::bigint, jsonb_build_object({display}, 'barcode', c.{bcol}{active})
     FROM unnest(coalesce(p_barcodes, '{{}}'::text[])) bc
     JOIN {card} c ON c.{bcol} = bc
-    JOIN {patron} u ON u.{key} = c.{bkey}
+    JOIN {patron} u ON u.{key} = c.{bkey};
+    GET DIAGNOSTICS v_found = ROW_COUNT;
+    PERFORM ils_redact.audit_append('patron.lookup', NULL, jsonb_build_object(
+        'ids', to_jsonb(p_ids), 'barcodes', to_jsonb(p_barcodes), 'found', v_found));
+END
 """).format(key=sql.Identifier(p.key), display=display, patron=_rel(p.relation),
             card=_rel(b.relation), bcol=sql.Identifier(b.column), bkey=sql.Identifier(b.patron_key),
             active=active)
     create = _s(sql.SQL(
         "CREATE OR REPLACE FUNCTION ils_redact.patron_lookup(p_ids bigint[], p_barcodes text[])\n"
         "    RETURNS TABLE (named_as text, patron_id bigint, display jsonb)\n"
-        "    LANGUAGE sql STABLE SECURITY DEFINER\n"
+        "    LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
         "    SET search_path = pg_catalog, pg_temp\n"
         "AS $fn${}$fn$").format(body))
     return Generated("ils_redact.patron_lookup(bigint[], text[])", "owner", create, ("admin",),
                      "resolves the patrons a request names, for the staff member to confirm")
+
+
+def patron_ids_known(rules: Rules) -> Generated:
+    """Which of these ids are patrons: request_create's check (no audit entry, no names)."""
+    p = rules.patron
+    create = _s(sql.SQL(
+        "CREATE OR REPLACE FUNCTION ils_redact.patron_ids_known(p_ids bigint[])\n"
+        "    RETURNS bigint[]\n"
+        "    LANGUAGE sql STABLE SECURITY DEFINER\n"
+        "    SET search_path = pg_catalog, pg_temp\n"
+        "AS $fn$\n"
+        "    SELECT coalesce(array_agg(u.{key}::bigint ORDER BY u.{key}), '{{}}'::bigint[])\n"
+        "    FROM {patron} u WHERE u.{key} = ANY (p_ids)\n"
+        "$fn$").format(key=sql.Identifier(p.key), patron=_rel(p.relation)))
+    return Generated("ils_redact.patron_ids_known(bigint[])", "owner", create, (),
+                     "which ids are patrons (for request_create; executable by no one else)")
 
 
 def _branches(rules: Rules, catalog: Catalog, shape: str) -> sql.Composable:
@@ -217,4 +250,4 @@ END
 
 
 def generated_functions(rules: Rules, catalog: Catalog) -> list[Generated]:
-    return [patron_lookup(rules), export_function(rules, catalog)]
+    return [patron_lookup(rules), patron_ids_known(rules), export_function(rules, catalog)]
