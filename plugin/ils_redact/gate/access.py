@@ -110,7 +110,12 @@ class AccessChecker:
         ident = self.classifier.identity(rel)
         if ident is not None and self.profile.name == "disclosure":
             why = ident.withheld.get(col)
-            if why:
+            covered = self.profile.request_columns
+            if col in ident.columns and covered is not None:
+                req = self.profile.request_id
+                msg = (f"{obj} is not among the fields request {req} covers (it covers: "
+                       f"{', '.join(sorted(covered)) or 'none'})")
+            elif why:
                 msg = f"{obj} is withheld from disclosure: {why}"
             else:
                 msg = (f"{obj} is not in the identity allow-list of the rules (a "

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from threading import Lock
 
@@ -116,12 +116,15 @@ class Gate:
     disclosure query that names no request (R-SCOPE).  A Gate is immutable after
     construction and safe to share between threads; build a new one when the rules or
     the catalog change (results are cached by profile, request and SQL text).
+    ``columns`` narrows a disclosure to the identity columns one request covers
+    (``relation.column``; see :func:`.profiles.build_profile`).
     """
 
     def __init__(self, rules: Rules, catalog: Catalog, profile: str, *,
                  request_id: int | None = None, dialect: str = "postgres",
                  search_path: Sequence[str] = ("public",), cache_size: int = 1024,
-                 require_request: bool = False) -> None:
+                 require_request: bool = False,
+                 columns: Iterable[str] | None = None) -> None:
         if dialect not in DIALECTS:
             raise IlsRedactError(f"unknown SQL dialect {dialect!r}",
                                  hint=f"choose one of {', '.join(sorted(DIALECTS))}")
@@ -132,7 +135,8 @@ class Gate:
         #: new Dialect built on each call, a measurable share of the latency budget
         self._dialect = Dialect.get_or_raise(self.dialect)
         self.search_path = tuple(search_path)
-        self.profile: Profile = build_profile(rules, catalog, profile, request_id)
+        self.profile: Profile = build_profile(rules, catalog, profile, request_id,
+                                              columns=columns)
         self.require_request = require_request
         self.classifier = Classifier(rules, catalog)
         self.checker = AccessChecker(rules, self.profile, self.classifier)

@@ -24,7 +24,7 @@ rules file says about it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..catalog import Catalog
@@ -161,11 +161,21 @@ class Profile:
     #: function names allowed beyond the built-in list (rules.gate.functions), lowercase
     extra_functions: frozenset[str] = frozenset()
     law: str = DEFAULT_LAW
+    #: disclosure: the ``relation.column`` names one request covers (None: the rules'
+    #: whole identity allow-list)
+    request_columns: frozenset[str] | None = None
 
 
 def build_profile(rules: Rules, catalog: Catalog, name: str,
-                  request_id: int | None = None, *, law: str = DEFAULT_LAW) -> Profile:
-    """The :class:`Profile` for ``disclosure``, ``stats`` or ``report``."""
+                  request_id: int | None = None, *, law: str = DEFAULT_LAW,
+                  columns: Iterable[str] | None = None) -> Profile:
+    """The :class:`Profile` for ``disclosure``, ``stats`` or ``report``.
+
+    ``columns`` (disclosure only) narrows the identity allow-list to what one request
+    covers (``actor.usr.family_name``, as the request records them): a court order names
+    the fields it reaches, and a query serving it must not read more.  Each identity
+    table's patron key stays readable, so tables can still be joined on the patron.
+    """
     if name not in PROFILES:
         raise IlsRedactError(f"unknown gate profile {name!r}",
                              hint=f"choose one of {', '.join(PROFILES)}")
@@ -179,14 +189,22 @@ def build_profile(rules: Rules, catalog: Catalog, name: str,
         "extra_functions": frozenset(f.lower() for f in rules.gate.functions),
         "law": law,
     }
+    if columns is not None and name != "disclosure":
+        raise IlsRedactError("request columns apply to the disclosure profile only")
     if name == "disclosure":
+        covered = None if columns is None else frozenset(columns)
         permitted = {}
         scope = {}
         for t in rules.identity:
             rel = catalog.qualify(t.relation)
-            permitted[rel] = frozenset(t.columns)
+            cols = frozenset(t.columns)
+            if covered is not None:
+                cols = frozenset(c for c in cols if f"{t.relation}.{c}" in covered
+                                 or c == t.patron_key)
+            permitted[rel] = cols
             scope[rel] = t.patron_key
-        return Profile(name, permitted, scope=scope, request_id=request_id, **common)
+        return Profile(name, permitted, scope=scope, request_id=request_id,
+                       request_columns=covered, **common)
     if name == "stats":
         permitted = {rel.qualified: frozenset(rel.column_names)
                      for rel in catalog.relations.values() if rel.schema == STATS_SCHEMA}

@@ -1,0 +1,73 @@
+"""query: run one staff query through the gate, logged like an export (PostgreSQL).
+
+A thin layer over :func:`ils_redact.gate.execute.run_query`: the rows go to stdout in
+the chosen format, a one-line JSON summary (rows, sha256, audit entries) to stderr, and
+refusals to stderr one finding per line.  Database errors are shown by SQLSTATE class
+only; ``--debug`` adds the server's text.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..catalog import load_catalog
+from ..errors import IlsRedactError
+from ..gate.execute import FORMATS, QueryFailed, QueryRefused, run_query
+from . import cli
+from .context import CliContext, pass_ctx
+
+
+def _read_sql(sql: str | None) -> str:
+    if sql is None or sql == "-":
+        return sys.stdin.read()
+    return sql
+
+
+@cli.command("query")
+@click.option("--profile", type=click.Choice(["disclosure", "stats"]), required=True,
+              help="disclosure (identity columns of a request's patrons, logged) or stats "
+                   "(the suppressed views in ils_redact_stats).")
+@click.option("--request", "request_id", type=click.IntRange(min=1), metavar="ID",
+              help="The approved request the query serves (disclosure: required).")
+@click.option("--format", "out_fmt", type=click.Choice(FORMATS), default="table",
+              show_default=True, help="Output format of the rows.")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="JSON catalog to check against instead of the live one.")
+@click.argument("sql", required=False, metavar="[SQL | -]")
+@pass_ctx
+def query_cmd(ctx: CliContext, profile: str, request_id: int | None, out_fmt: str,
+              catalog_path: str | None, sql: str | None) -> None:
+    """Check SQL with the gate, then run only the SQL the gate regenerated.
+
+    Read-only, with the rules' statement timeout and row cap; a disclosure query is
+    logged before any row is read and again with the hash of what was printed.
+    """
+    if ctx.adapter.engine != "postgresql":
+        raise IlsRedactError(f"query runs on PostgreSQL; {ctx.adapter.name} uses "
+                             f"{ctx.adapter.engine}")
+    text = _read_sql(sql)
+    if not text.strip():
+        raise IlsRedactError("no SQL given: pass it as an argument or on stdin")
+    with ctx.connect() as conn:
+        catalog = load_catalog(catalog_path) if catalog_path else ctx.backend.read_catalog(conn)
+        conn.commit()
+        try:
+            outcome = run_query(conn, ctx.rules, catalog, text, profile=profile,
+                                request_id=request_id, fmt=out_fmt)
+        except QueryRefused as exc:
+            for f in exc.findings:
+                click.echo(f"{f.code} {f.object or '-'} {f.where()} {f.message}", err=True)
+            logged = f"; audit entry {exc.audit_seq}" if exc.audit_seq else ""
+            raise QueryRefused(f"{exc}{logged}") from None
+        except QueryFailed as exc:
+            if ctx.debug:
+                click.echo(f"ils-redact: server said: {exc.detail}", err=True)
+            logged = f"; audit entry {exc.audit_seq}" if exc.audit_seq else ""
+            raise QueryFailed(f"{exc}{logged}", sqlstate=exc.sqlstate,
+                              detail=exc.detail) from None
+    sys.stdout.buffer.write(outcome.document)
+    sys.stdout.flush()
+    click.echo(json.dumps(outcome.summary()), err=True)
