@@ -51,7 +51,7 @@ suppressed (value NULL, ``suppressed`` true).
    does not.  Tested: overlapping runs give identical pages; misaligned or incomplete
    periods are refused.
 
-What this does not cover (see the README's statistics section): records of a past month
+What this does not cover: records of a past month
 that change after the fact (a loan aged or deleted, a patron's current profile or home
 library changing, which the profile and registration reports group by) produce a
 different page for that month in a later run; the difference between the two pages
