@@ -256,7 +256,7 @@ def test_a_client_that_dies_leaves_the_first_entry(lib: Library) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         pid = None
-        for _ in range(300):
+        for _ in range(1200):  # the CLI starts, reads the catalog, logs, then fetches
             pid = lib.db.scalar("SELECT pid FROM pg_stat_activity WHERE usename = %s "
                                 "AND query LIKE 'FETCH%%' AND state = 'active'",
                                 (lib.reader,))
