@@ -1,0 +1,314 @@
+"""Layer objects whose text depends on the rules: settings, identity views, patron
+lookup, export.
+
+The versioned files in ``sql/mariadb`` hold what is the same for every library; these
+objects name the ILS's own tables and columns, so the planner writes them from the rules
+and diffs them by a digest recorded in the bookkeeping (MariaDB views carry no comment).
+
+Row scope without row-level security.  For each identity table the layer database gets
+a view of the same name, ``SQL SECURITY DEFINER`` with the locked owner account as
+definer, that selects the identity columns of the rows whose patron is in the caller's
+active scope (``USER()``: the login; ``CURRENT_USER()`` would be the definer).  The
+disclosure role holds SELECT on these views and nothing on the Koha tables.
+
+The views are ``ALGORITHM=TEMPTABLE`` with a ``LIMIT``, and that is a security property,
+not tuning: a MERGE view lets the optimizer evaluate the caller's own WHERE clause on
+rows outside the scope (with ``SET optimizer_switch='semijoin=off'`` a condition such as
+``surname + 0 = 1`` then prints out-of-scope surnames in its truncation warnings), and a
+TEMPTABLE view without LIMIT still gets the caller's condition pushed down into it
+(``condition_pushdown_for_derived``).  With LIMIT the condition cannot be pushed: the
+view's rows are computed, scope first, before any expression of the caller sees them.
+tests/koha/test_restricted.py checks this with the warning oracle as the restricted login.
+
+The export procedure's definer is the disclosure role itself (MariaDB accepts a role as
+definer): it reads the scoped views as that role would, so even a bug in it cannot read
+more.  It renders the exact bytes handed to the officer (CSV or JSON), hashes them with
+SHA2 and appends the manifest to the audit log in the caller's transaction.
+
+(MariaDB turns a stored-procedure variable into a JSON *string* in JSON_OBJECT; ``v + 0``
+keeps numbers numbers.)
+"""
+
+# ruff: noqa: S608 - MariaDB SQL text is built here: identifiers only through sqltext.ident /
+# qname / account, values only through sqltext.literal or driver parameters.
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ...catalog import Catalog
+from ...errors import StateError
+from ...rules import Rules
+from .sqltext import ident, literal, qname, string
+
+#: rows a scoped view can return per query; the LIMIT that keeps the caller's conditions
+#: out of the view (see the module docstring), far above any real scope.
+VIEW_LIMIT = 1_000_000_000
+ISO_UTC = "'%Y-%m-%dT%H:%i:%s.%fZ'"
+#: names the versioned layer files use; an identity view must not collide with them
+LAYER_NAMES = frozenset({
+    "installed_object", "meta", "install_log", "install_run", "scope", "audit_lock",
+    "scope_patrons", "setting", "request", "request_patron", "audit_log",
+})
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One rules-derived layer object: its type and name, definer, text and grants."""
+
+    objtype: str  # VIEW | PROCEDURE
+    name: str
+    definer_kind: str  # owner | disclosure
+    create: str
+    why: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.create.encode()).hexdigest()[:16]
+
+    @property
+    def key(self) -> str:
+        return f"{self.objtype.lower()} {self.name}"
+
+
+def identity_columns(rules: Rules) -> list[str]:
+    """The allow-list as ``table.column``, in rules order: what a request may name."""
+    return [f"{t.relation}.{c}" for t in rules.identity for c in t.columns]
+
+
+def settings(rules: Rules) -> dict[str, object]:
+    d = rules.disclosure
+    return {
+        "max_patrons": d.max_patrons,
+        "emergency_hours": d.emergency_hours,
+        "court_order_max_days": d.court_order_max_days,
+        "access": d.access,
+        "identity_columns": identity_columns(rules),
+        "statistics_k": rules.statistics.k,
+    }
+
+
+def settings_sql(layer: str, values: dict[str, object]) -> str:
+    rows = ", ".join(f"({string(k)}, {literal(json.dumps(v))})" for k, v in values.items())
+    return (f"INSERT INTO {qname(layer, 'setting')} (`key`, value) VALUES {rows} "
+            "ON DUPLICATE KEY UPDATE value = VALUES(value)")
+
+
+def koha_table(rules: Rules, catalog: Catalog, relation: str) -> tuple[str, str]:
+    """(database, table) of a rules relation; it must live in the Koha database."""
+    rel = catalog.relation(relation)
+    if rel.schema != catalog.database:
+        raise StateError(f"{relation} is in database {rel.schema}, not in the Koha database "
+                         f"{catalog.database}")
+    return rel.schema, rel.name
+
+
+def scope_subquery(layer: str, key_sql: str) -> str:
+    return (f"{key_sql} IN (SELECT s.patron_id FROM {qname(layer, 'scope')} s "
+            "WHERE s.grantee = SUBSTRING_INDEX(USER(), '@', 1) "
+            "AND s.expires_at > UTC_TIMESTAMP(6))")
+
+
+def identity_view(rules: Rules, catalog: Catalog, layer: str, relation: str) -> Generated:
+    t = rules.identity_table(relation)
+    assert t is not None
+    db, table = koha_table(rules, catalog, relation)
+    if table in LAYER_NAMES:
+        raise StateError(f"identity table {relation} has the name of a layer object; "
+                         "the Koha backend cannot scope it")
+    cols = ", ".join(f"t.{ident(c)}" for c in t.columns)
+    create = (
+        f"CREATE OR REPLACE ALGORITHM=TEMPTABLE DEFINER={{owner}} SQL SECURITY DEFINER\n"
+        f"VIEW {qname(layer, table)} AS\n"
+        f"SELECT {cols}\n"
+        f"FROM {qname(db, table)} t\n"
+        f"WHERE {scope_subquery(layer, 't.' + ident(t.patron_key))}\n"
+        f"LIMIT {VIEW_LIMIT}")
+    return Generated("VIEW", table, "owner", create,
+                     f"{relation}: identity columns of patrons in the caller's active scope")
+
+
+def patron_unknown(rules: Rules, catalog: Catalog, layer: str) -> Generated:
+    p = rules.patron
+    db, table = koha_table(rules, catalog, p.relation)
+    create = (
+        f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'patron_unknown')}"
+        "(IN p_ids LONGTEXT, OUT p_unknown LONGTEXT)\n"
+        "    READS SQL DATA SQL SECURITY DEFINER\n"
+        "    COMMENT 'ils-redact: ids in p_ids that are not patrons (internal)'\n"
+        "BEGIN\n"
+        "    SELECT JSON_ARRAYAGG(j.p) INTO p_unknown\n"
+        "    FROM JSON_TABLE(p_ids, '$[*]' COLUMNS (p BIGINT PATH '$')) j\n"
+        f"    WHERE NOT EXISTS (SELECT 1 FROM {qname(db, table)} u WHERE u.{ident(p.key)} = j.p);\n"
+        "END")
+    return Generated("PROCEDURE", "patron_unknown", "owner", create,
+                     "checks that the patrons a request names exist")
+
+
+def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
+    """Resolve ids and barcodes to patrons, with the display columns, for the staff
+    member who creates a request."""
+    p = rules.patron
+    b = p.barcode
+    pdb, ptable = koha_table(rules, catalog, p.relation)
+    bdb, btable = koha_table(rules, catalog, b.relation)
+    display = ", ".join(f"{string(c)}, u.{ident(c)}" for c in p.display)
+    active = f", 'active', c.{ident(b.active_column)}" if b.active_column else ""
+    create = (
+        f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'patron_lookup')}"
+        "(IN p_ids LONGTEXT, IN p_barcodes LONGTEXT)\n"
+        "    READS SQL DATA SQL SECURITY DEFINER\n"
+        "    COMMENT 'ils-redact: who the patrons a request names are'\n"
+        "BEGIN\n"
+        f"    SELECT CAST(j.x AS CHAR) AS named_as, u.{ident(p.key)} AS patron_id,\n"
+        f"           JSON_OBJECT({display}) AS display\n"
+        "    FROM JSON_TABLE(COALESCE(p_ids, '[]'), '$[*]' COLUMNS (x BIGINT PATH '$')) j\n"
+        f"    JOIN {qname(pdb, ptable)} u ON u.{ident(p.key)} = j.x\n"
+        "    UNION ALL\n"
+        f"    SELECT j.bc, u.{ident(p.key)},\n"
+        f"           JSON_OBJECT({display}, 'barcode', c.{ident(b.column)}{active})\n"
+        "    FROM JSON_TABLE(COALESCE(p_barcodes, '[]'), '$[*]'\n"
+        "                    COLUMNS (bc VARCHAR(255) PATH '$')) j\n"
+        f"    JOIN {qname(bdb, btable)} c ON c.{ident(b.column)} = j.bc\n"
+        f"    JOIN {qname(pdb, ptable)} u ON u.{ident(p.key)} = c.{ident(b.patron_key)};\n"
+        "END")
+    return Generated("PROCEDURE", "patron_lookup", "owner", create,
+                     "resolves the patrons a request names, for the staff member to confirm")
+
+
+def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
+    allow = identity_columns(rules)
+    n = len(allow)
+    var = [f"c{i}" for i in range(n)]
+    want = [f"w{i}" for i in range(n)]
+    decl = "\n".join(f"    DECLARE {v} LONGTEXT;" for v in var)
+    decl += "\n" + "\n".join(f"    DECLARE {w} BOOLEAN DEFAULT FALSE;" for w in want)
+    branches = []
+    for order, t in enumerate(rules.identity, start=1):
+        rel = catalog.relation(t.relation)
+        table = rel.name
+        pk = rel.primary_key[0] if rel.primary_key else t.patron_key
+        vals = ", ".join(
+            f"CAST(t.{ident(c.rsplit('.', 1)[1])} AS CHAR)" if c.rsplit(".", 1)[0] == t.relation
+            else "NULL" for c in allow)
+        branches.append(
+            f"SELECT t.{ident(t.patron_key)} AS patron_id, {order} AS rel_order, "
+            f"{string(t.relation)} AS relation, CAST(t.{ident(pk)} AS CHAR) AS row_key, {vals} "
+            f"FROM {qname(layer, table)} t WHERE t.{ident(t.patron_key)} IN "
+            "(SELECT j.p FROM JSON_TABLE(v_patrons, '$[*]' COLUMNS (p BIGINT PATH '$')) j)")
+    union = "\n            UNION ALL ".join(branches)
+    fetch = ", ".join(["r_patron", "r_order", "r_relation", "r_key", *var])
+    wants = "\n".join(
+        f"        SET {w} = JSON_CONTAINS(v_columns, JSON_QUOTE({string(c)}));\n"
+        f"        IF {w} THEN SET v_cols = JSON_ARRAY_APPEND(v_cols, '$', {string(c)}); END IF;"
+        for w, c in zip(want, allow, strict=True))
+    header = "\n".join(
+        f"            IF {w} THEN SET v_doc = CONCAT(v_doc, ',', "
+        f"{qname(layer, 'csv_cell')}({string(c)})); END IF;"
+        for w, c in zip(want, allow, strict=True))
+    cells = "\n".join(
+        f"                IF {w} THEN SET v_line = CONCAT(v_line, ',', "
+        f"{qname(layer, 'csv_cell')}({v})); END IF;"
+        for w, v in zip(want, var, strict=True))
+    values = "\n".join(
+        f"                IF {w} AND r_relation = {string(c.rsplit('.', 1)[0])} THEN "
+        f"SET v_vals = JSON_INSERT(v_vals, {string('$.' + json.dumps(c.rsplit('.', 1)[1]))}, "
+        f"{v}); END IF;"
+        for w, v, c in zip(want, var, allow, strict=True))
+    lf = "CHAR(10 USING utf8mb4)"
+    body = f"""BEGIN
+    DECLARE v_ok BOOLEAN;
+    DECLARE v_reason VARCHAR(500);
+    DECLARE v_basis VARCHAR(16);
+    DECLARE v_columns LONGTEXT;
+    DECLARE v_patrons LONGTEXT;
+    DECLARE v_seq BIGINT;
+    DECLARE v_cols LONGTEXT DEFAULT '[]';
+    DECLARE v_doc LONGTEXT DEFAULT '';
+    DECLARE v_records LONGTEXT DEFAULT '[]';
+    DECLARE v_line LONGTEXT;
+    DECLARE v_vals LONGTEXT;
+    DECLARE v_manifest LONGTEXT;
+    DECLARE v_rows INT DEFAULT 0;
+    DECLARE v_npat INT DEFAULT 0;
+    DECLARE v_last BIGINT DEFAULT NULL;
+    DECLARE v_done INT DEFAULT 0;
+    DECLARE r_patron BIGINT;
+    DECLARE r_order INT;
+    DECLARE r_relation VARCHAR(300);
+    DECLARE r_key VARCHAR(300);
+{decl}
+    DECLARE cur CURSOR FOR
+        SELECT * FROM (
+            {union}
+        ) x ORDER BY x.patron_id, x.rel_order, CHAR_LENGTH(x.row_key), x.row_key;
+    DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
+    CALL {qname(layer, 'export_check')}(p_request, v_ok, v_reason, v_basis, v_columns, v_patrons);
+    IF NOT v_ok THEN
+        CALL {qname(layer, 'audit_append')}('export.refused', p_request,
+            JSON_OBJECT('reason', v_reason, 'format', p_format), v_seq);
+        SELECT v_seq AS audit_seq, NULL AS document, JSON_OBJECT('refused', v_reason) AS manifest;
+    ELSEIF p_format IS NULL OR p_format NOT IN ('csv', 'json') THEN
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'format must be csv or json';
+    ELSE
+        -- the request's columns, in allow-list order
+{wants}
+        IF p_format = 'csv' THEN
+            SET v_doc = 'patron_id,relation';
+{header}
+            SET v_doc = CONCAT(v_doc, {lf});
+        END IF;
+        OPEN cur;
+        read_rows: LOOP
+            FETCH cur INTO {fetch};
+            IF v_done THEN
+                LEAVE read_rows;
+            END IF;
+            SET v_rows = v_rows + 1;
+            IF v_last IS NULL OR r_patron <> v_last THEN
+                SET v_npat = v_npat + 1, v_last = r_patron;
+            END IF;
+            IF p_format = 'csv' THEN
+                SET v_line = CONCAT(r_patron, ',', {qname(layer, 'csv_cell')}(r_relation));
+{cells}
+                SET v_doc = CONCAT(v_doc, v_line, {lf});
+            ELSE
+                SET v_vals = JSON_OBJECT();
+{values}
+                SET v_records = JSON_ARRAY_APPEND(v_records, '$', JSON_OBJECT(
+                    'patron_id', r_patron + 0, 'relation', r_relation,
+                    'values', JSON_EXTRACT(v_vals, '$')));
+            END IF;
+        END LOOP;
+        CLOSE cur;
+        IF p_format = 'json' THEN
+            SET v_doc = CONCAT(JSON_DETAILED(JSON_OBJECT(
+                'request', p_request + 0, 'basis', v_basis, 'columns', JSON_EXTRACT(v_cols, '$'),
+                'records', JSON_EXTRACT(v_records, '$'))), {lf});
+        END IF;
+        SET v_manifest = JSON_OBJECT(
+            'request', p_request + 0, 'basis', v_basis, 'format', p_format,
+            'columns', JSON_EXTRACT(v_cols, '$'), 'rows', v_rows + 0, 'patrons', v_npat + 0,
+            'sha256', SHA2(v_doc, 256), 'bytes', OCTET_LENGTH(v_doc),
+            'exported_by', SUBSTRING_INDEX(USER(), '@', 1),
+            'exported_at', DATE_FORMAT(UTC_TIMESTAMP(6), {ISO_UTC}));
+        CALL {qname(layer, 'audit_append')}('export', p_request, v_manifest, v_seq);
+        SELECT v_seq AS audit_seq, v_doc AS document, v_manifest AS manifest;
+    END IF;
+END"""
+    create = (
+        f"CREATE OR REPLACE DEFINER={{disclosure}} PROCEDURE {qname(layer, 'export')}"
+        "(IN p_request BIGINT, IN p_format VARCHAR(8))\n"
+        "    MODIFIES SQL DATA SQL SECURITY DEFINER\n"
+        "    COMMENT 'ils-redact: the logged export of one approved request'\n" + body)
+    return Generated("PROCEDURE", "export", "disclosure", create,
+                     "the logged export: identity rows of one approved request's patrons")
+
+
+def generated_objects(rules: Rules, catalog: Catalog, layer: str) -> list[Generated]:
+    out = [identity_view(rules, catalog, layer, t.relation) for t in rules.identity]
+    out += [patron_unknown(rules, catalog, layer), patron_lookup(rules, catalog, layer),
+            export_procedure(rules, catalog, layer)]
+    return out

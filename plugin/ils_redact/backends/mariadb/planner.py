@@ -1,0 +1,439 @@
+"""Rules + catalog + actual state -> the statements that make them agree, in an order
+that is safe to interrupt.
+
+MariaDB commits every DDL statement on its own (CREATE, GRANT, CREATE ROLE ...), so an
+install cannot be one transaction.  The plan is ordered so that stopping after any step
+leaves nothing readable that should not be, and so that the next ``install`` finishes
+the job:
+
+1. the layer database and its bookkeeping (idempotent);
+2. accounts and roles, each *recorded before it is created* (a role that exists and is
+   not recorded is someone else's, and is refused);
+3. the versioned layer files, statement by statement (idempotent), then the objects
+   written from the rules (identity views, patron lookup, export), each followed by a
+   record of its fingerprint as the server stored it;
+4. privileges: first what the definer account needs, then, last of all, what the
+   restricted roles get.  Until that last group nobody new can read anything.
+
+The plan is diff-based (desired vs the grant tables and information_schema): a second
+run plans nothing, an edited rules file plans only the change, drift is revoked.
+"""
+
+# ruff: noqa: S608 - MariaDB SQL text is built here: identifiers only through sqltext.ident /
+# qname / account, values only through sqltext.literal or driver parameters.
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ... import __version__
+from ...catalog import Catalog
+from ...errors import StateError
+from ...plan import Plan, Step
+from ...rules import Rules, check_against_catalog
+from .generated import Generated, generated_objects, koha_table, settings, settings_sql
+from .layer import Statement, bootstrap, layer_files, layer_objects, layer_version_available
+from .sqltext import SQL_MODE, account, grantee_sql, ident, is_compound, literal, qname
+from .state import OWNER_HOST, Grant, MariaState, fingerprint_sql
+
+ROLE_KINDS = ("admin", "disclosure", "exporter", "stats")
+
+_ROLE_WHY = {
+    "admin": "staff who manage disclosure requests act through this role's procedures",
+    "disclosure": "reads identity columns of patrons in an approved request's scope only "
+                  "(through the layer's definer views; nothing on the Koha tables)",
+    "exporter": "staff who may only call the logged export procedure",
+    "stats": "reads suppressed aggregate reports only",
+}
+
+#: what the definer account needs on the layer's tables (its routines and views run as it)
+_OWNER_TABLES = {
+    "scope": ("SELECT", "INSERT", "DELETE"),
+    "request": ("SELECT", "INSERT", "UPDATE"),
+    "request_patron": ("SELECT", "INSERT"),
+    "audit_log": ("SELECT", "INSERT", "TRIGGER"),  # TRIGGER: definer of its two triggers
+    "audit_lock": ("SELECT", "UPDATE"),
+    "setting": ("SELECT",),
+}
+#: routines each role may call
+_ROLE_ROUTINES = {
+    "admin": (("PROCEDURE", "request_create"), ("PROCEDURE", "request_approve"),
+              ("PROCEDURE", "request_end"), ("PROCEDURE", "sweep_expired"),
+              ("PROCEDURE", "log_refusal"), ("PROCEDURE", "patron_lookup")),
+    # the export procedure runs as the disclosure role: what it calls
+    "disclosure": (("PROCEDURE", "export"), ("PROCEDURE", "export_check"),
+                   ("PROCEDURE", "audit_append"), ("PROCEDURE", "log_refusal"),
+                   ("FUNCTION", "csv_cell")),
+    "exporter": (("PROCEDURE", "export"), ("PROCEDURE", "log_refusal")),
+    "stats": (),
+}
+_ADMIN_TABLES = ("request", "request_patron", "audit_log", "setting")
+
+
+class MariaPlan(Plan):
+    """A plan rendered as a script for the ``mariadb`` client (DELIMITER around routine
+    bodies), with the note that its statements commit one by one."""
+
+    def render(self) -> str:
+        head = [f"-- ils-redact {self.action} plan for database {self.database}"
+                + (f" (MariaDB {self.server_version})" if self.server_version else "")]
+        if self.rules_file:
+            head.append(f"-- rules: {self.rules_file} (sha256 {self.rules_sha256[:16]})")
+        for note in self.notes:
+            head.append(f"-- note: {note}")
+        if self.empty:
+            head.append("-- nothing to do: the database already matches the rules.")
+            return "\n".join(head) + "\n"
+        head.append(f"-- {len(self.changes())} changes, {len(self.steps)} statements. MariaDB "
+                    "commits DDL statement by statement: the steps are ordered so that an "
+                    "interrupted run leaves nothing readable, and `ils-redact install` "
+                    "finishes it.")
+        out = head + [""] + list(self.preamble)
+        for step in self.steps:
+            if step.why:
+                out.append(f"-- {step.why}")
+            text = step.sql.rstrip().rstrip(";")
+            if is_compound(text):
+                out += ["DELIMITER $$", text + "$$", "DELIMITER ;"]
+            else:
+                out.append(text + ";")
+        out += list(self.postamble)
+        return "\n".join(out) + "\n"
+
+
+@dataclass
+class Names:
+    """Every name the layer uses, quoted once."""
+
+    koha: str
+    layer: str
+    roles: dict[str, str]  # kind -> role name
+    owner_user: str
+    sql: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sql = {"koha": ident(self.koha), "layer": ident(self.layer),
+                    "owner": account(self.owner_user, OWNER_HOST)}
+        self.sql.update({k: ident(v) for k, v in self.roles.items()})
+
+    @property
+    def owner(self) -> str:
+        return f"{self.owner_user}@{OWNER_HOST}"
+
+    def render(self, text: str) -> str:
+        from .sqltext import render
+
+        return render(text, self.sql)
+
+
+def names_for(rules: Rules, koha: str, layer: str) -> Names:
+    roles = rules.roles(koha)
+    return Names(koha=koha, layer=layer, roles={k: roles[k] for k in ROLE_KINDS},
+                 owner_user=roles["owner"])
+
+
+# -- bookkeeping statements ------------------------------------------------------------
+
+def records_sql(layer: str, rows: list[tuple[str, str, dict | str, dict | None]]) -> str:
+    """One INSERT of bookkeeping rows (kind, object, detail, prior); ``detail`` may be an
+    SQL expression (str) computed when the step runs.  A row already there is kept."""
+    def detail(d: dict | str) -> str:
+        return d if isinstance(d, str) else literal(json.dumps(d, sort_keys=True))
+
+    values = ",\n       ".join(
+        f"({literal(kind)}, {literal(obj)}, {detail(d)}, "
+        f"{literal(json.dumps(p, sort_keys=True)) if p is not None else 'NULL'}, "
+        "CURRENT_USER(), UTC_TIMESTAMP(6))"
+        for kind, obj, d, p in rows)
+    return (f"INSERT INTO {qname(layer, 'installed_object')} "
+            f"(kind, object, detail, prior, installed_by, installed_at) VALUES {values}\n"
+            "ON DUPLICATE KEY UPDATE id = id")
+
+
+def unrecord_sql(layer: str, *objs: str) -> str:
+    return (f"DELETE FROM {qname(layer, 'installed_object')} WHERE object IN "
+            f"({', '.join(literal(o) for o in objs)})")
+
+
+def fingerprint_record_sql(layer: str, objtype: str, name: str, intended: str) -> str:
+    """Record an object's fingerprint as the server stored it, replacing an older one."""
+    key = f"{objtype.lower()} {name}"
+    detail = (f"JSON_OBJECT('type', {literal(objtype)}, 'name', {literal(name)}, "
+              f"'intended', {literal(intended)}, 'fingerprint', "
+              f"{fingerprint_sql(objtype, layer, name)})")
+    return (f"INSERT INTO {qname(layer, 'installed_object')} "
+            "(kind, object, detail, prior, installed_by, installed_at) "
+            f"VALUES ('object', {literal(key)}, {detail}, NULL, CURRENT_USER(), "
+            "UTC_TIMESTAMP(6))\nON DUPLICATE KEY UPDATE detail = VALUES(detail)")
+
+
+# -- privileges ------------------------------------------------------------------------
+
+def desired_grants(rules: Rules, catalog: Catalog, n: Names,
+                   generated: list[Generated]) -> set[Grant]:
+    """Exactly what each account and role ils-redact creates holds.  Anything else that
+    they hold is revoked."""
+    out: set[Grant] = set()
+    owner = n.owner
+    cols: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for t in rules.identity:
+        cols[koha_table(rules, catalog, t.relation)] |= set(t.columns)
+    p, b = rules.patron, rules.patron.barcode
+    cols[koha_table(rules, catalog, p.relation)] |= {p.key, *p.display}
+    cols[koha_table(rules, catalog, b.relation)] |= {b.column, b.patron_key} | (
+        {b.active_column} - {None})
+    for (db, table), names in cols.items():
+        for c in names:
+            out.add(Grant(owner, "column", db, table, "SELECT", c))
+    for table, privs in _OWNER_TABLES.items():
+        for priv in privs:
+            out.add(Grant(owner, "table", n.layer, table, priv))
+    out.add(Grant(owner, "database", n.layer, "", "EXECUTE"))
+    dis = n.roles["disclosure"]
+    for g in generated:
+        if g.objtype == "VIEW":
+            out.add(Grant(dis, "table", n.layer, g.name, "SELECT"))
+    out.add(Grant(dis, "table", n.layer, "scope_patrons", "SELECT"))
+    for kind, routines in _ROLE_ROUTINES.items():
+        for rtype, name in routines:
+            out.add(Grant(n.roles[kind], rtype.lower(), n.layer, name, "EXECUTE"))
+    for table in _ADMIN_TABLES:
+        out.add(Grant(n.roles["admin"], "table", n.layer, table, "SELECT"))
+    return out
+
+
+_LEVEL_ORDER = {"global": 0, "database": 1, "table": 2, "column": 3, "procedure": 4,
+                "function": 5}
+
+
+def grouped(grants: set[Grant]) -> list[list[Grant]]:
+    """Grants on the same object to the same grantee, one statement each: the definer
+    account first, roles after it."""
+    groups: dict[tuple, list[Grant]] = defaultdict(list)
+    for g in grants:
+        groups[(g.grantee, g.level, g.db, g.name)].append(g)
+
+    def order(key: tuple) -> tuple:
+        grantee, level, db, name = key
+        return ("@" not in grantee, _LEVEL_ORDER[level], grantee, db, name)
+
+    return [sorted(groups[k], key=lambda g: (g.privilege, g.column)) for k in
+            sorted(groups, key=order)]
+
+
+def grant_sql(grants: list[Grant], revoke: bool = False) -> str:
+    g = grants[0]
+    verb, prep = ("REVOKE", "FROM") if revoke else ("GRANT", "TO")
+    who = grantee_sql(g.grantee)
+    if g.level == "column":
+        by_priv: dict[str, list[str]] = defaultdict(list)
+        for x in grants:
+            by_priv[x.privilege].append(ident(x.column))
+        privs = ", ".join(f"{p} ({', '.join(c)})" for p, c in sorted(by_priv.items()))
+        return f"{verb} {privs} ON {qname(g.db, g.name)} {prep} {who}"
+    privs = ", ".join(sorted({x.privilege for x in grants}))
+    if g.level == "global":
+        target = "*.*"
+    elif g.level == "database":
+        target = f"{ident(g.db)}.*"
+    elif g.level == "table":
+        target = qname(g.db, g.name)
+    else:
+        target = f"{g.level.upper()} {qname(g.db, g.name)}"
+    return f"{verb} {privs} ON {target} {prep} {who}"
+
+
+# -- install ---------------------------------------------------------------------------
+
+def _check_ownership(rules: Rules, state: MariaState, n: Names) -> None:
+    """Refuse roles, accounts and a layer database that exist and are not ours."""
+    if state.layer_exists and state.layer_tables and not state.has_bookkeeping:
+        raise StateError(f"database {state.layer} exists and was not created by ils-redact",
+                         hint="drop or rename it; ils-redact keeps its objects there")
+    recorded = {i.detail.get("name") for i in state.installed if i.kind in ("role", "account")}
+    for role in n.roles.values():
+        if role in state.roles and role not in recorded:
+            raise StateError(
+                f"role {role} already exists and was not created by ils-redact for database "
+                f"{state.database}; roles are server-wide",
+                hint="give this database its own role_prefix (e.g. ils_redact_{database}_)")
+        if any(u.rpartition("@")[0] == role for u in state.users):
+            raise StateError(f"an account named {role} exists; a role cannot share its name",
+                             hint="choose another role_prefix in the rules")
+    if n.owner in state.users and n.owner_user not in recorded:
+        raise StateError(f"account {n.owner} already exists and was not created by ils-redact "
+                         f"for database {state.database}",
+                         hint="give this database its own role_prefix")
+    if n.owner_user in state.roles:
+        raise StateError(f"a role named {n.owner_user} exists; the definer account needs "
+                         "that name", hint="choose another role_prefix in the rules")
+    wanted = set(n.roles.values()) | {n.owner_user}
+    if recorded - {None} and not recorded <= wanted:
+        raise StateError(
+            "this database is installed with other role names "
+            f"({', '.join(sorted(x for x in recorded if x))}); the rules now name "
+            f"{', '.join(sorted(wanted))}",
+            hint="uninstall with the rules it was installed with, then install again")
+
+
+def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan:
+    notices = check_against_catalog(rules, catalog)
+    n = names_for(rules, state.database, state.layer)
+    plan = MariaPlan(action="install", database=state.database, engine="mariadb",
+                     server_version=state.server_version or catalog.server_version,
+                     rules_file=str(rules.path or ""), rules_sha256=rules.sha256)
+    if notices:
+        plan.notes.append(f"{len(notices)} relations or columns are not classified by the "
+                          "rules (closed to restricted roles); `ils-redact verify` lists them")
+    for run in state.unfinished_runs:
+        plan.notes.append(f"an earlier {run['action']} (run {run['id']}, started "
+                          f"{run['started_at']}) stopped after {run['steps_done']} of "
+                          f"{run['steps_total']} steps; this plan finishes it")
+    _check_ownership(rules, state, n)
+    steps = plan.steps
+    layer = state.layer
+
+    # 1. the layer database and its bookkeeping
+    if not state.is_installed:
+        if state.layer_exists and not state.layer_tables:
+            plan.notes.append(f"database {layer} exists and is empty: ils-redact adopts it")
+        for s in bootstrap().statements:
+            steps.append(Step("bootstrap", f"{layer}", n.render(s.text),
+                              "the layer database and its bookkeeping" if s.index == 0 else ""))
+        if not state.record(f"database {layer}"):
+            steps.append(Step("record", layer, records_sql(layer, [
+                ("layer", f"database {layer}", {"database": layer}, None)])))
+
+    # 2. the definer account and the roles, recorded before they are created
+    if n.owner not in state.users:
+        if not state.record(f"account {n.owner}"):
+            steps.append(Step("record", n.owner, records_sql(layer, [
+                ("account", f"account {n.owner}",
+                 {"kind": "owner", "name": n.owner_user, "host": OWNER_HOST}, None)])))
+        steps.append(Step("create-account", n.owner,
+                          f"CREATE USER {account(n.owner_user, OWNER_HOST)} ACCOUNT LOCK",
+                          f"{n.owner}: definer of the layer's views and procedures; locked, "
+                          "nobody logs in as it"))
+    elif not state.users[n.owner]["locked"]:
+        steps.append(Step("alter-account", n.owner,
+                          f"ALTER USER {account(n.owner_user, OWNER_HOST)} ACCOUNT LOCK",
+                          f"{n.owner} was unlocked by hand: nobody logs in as the definer"))
+    for kind in ROLE_KINDS:
+        role = n.roles[kind]
+        if role in state.roles:
+            continue
+        if not state.record(f"role {role}"):
+            detail = (f"JSON_SET({literal(json.dumps({'kind': kind, 'name': role}))}, "
+                      "'$.admin', CURRENT_USER())")
+            steps.append(Step("record", f"role {role}", records_sql(layer, [
+                ("role", f"role {role}", detail, None)])))
+        steps.append(Step("create-role", f"role {role}", f"CREATE ROLE {ident(role)}",
+                          f"role {role}: {_ROLE_WHY[kind]}"))
+
+    # 3. the layer's versioned objects, then the rules-derived ones
+    have = state.layer_version or 0
+    touched = False
+    for f in layer_files():
+        if f.version > have:
+            for s in f.statements:
+                steps.append(Step("layer", f"layer v{f.version}" + (f" {s.key}" if s.key else ""),
+                                  n.render(s.text),
+                                  f"layer objects, sql/mariadb/{f.path.name}"
+                                  if s.index == 0 else ""))
+            touched = True
+    if state.is_installed:
+        for key, s in sorted(layer_objects().items()):
+            if s.version > have:
+                continue
+            if _drifted(state, key):
+                steps.append(Step("repair", key, n.render(s.text),
+                                  f"{key} is missing or was changed by hand: created again"))
+                touched = True
+    if touched:
+        steps.extend(_fingerprint_steps(layer, layer_objects()))
+
+    want = settings(rules)
+    generated = generated_objects(rules, catalog, layer)
+    if (state.settings or {}) != want:
+        steps.append(Step("settings", f"{layer}.setting", settings_sql(layer, want),
+                          "limits from the rules that the database itself enforces"))
+    for g in generated:
+        rec = state.record(g.key)
+        current = state.objects.get(g.key)
+        if (rec is not None and current is not None
+                and rec.detail.get("intended") == g.digest
+                and rec.detail.get("fingerprint") == current.fingerprint):
+            continue
+        steps.append(Step("generated", g.key, n.render(g.create), g.why))
+        steps.append(Step("record", g.key, fingerprint_record_sql(layer, g.objtype, g.name,
+                                                                  g.digest)))
+
+    # 4. privileges: revoke drift, grant the definer, grant the roles last
+    desired = desired_grants(rules, catalog, n, generated)
+    ours = set(n.roles.values()) | {n.owner}
+    actual = {g for g in state.grants if g.grantee in ours}
+    for group in grouped(actual - desired):
+        steps.append(Step("revoke", group[0].key, grant_sql(group, revoke=True),
+                          f"{group[0].grantee} must not hold this (not in the rules)"))
+        gone = [g.key for g in group if state.record(g.key)]
+        if gone:
+            steps.append(Step("record", group[0].key, unrecord_sql(layer, *gone)))
+    for member, role, _admin in sorted(state.mappings):
+        if member in n.roles.values() and role not in n.roles.values():
+            steps.append(Step("revoke-role", f"role {member}",
+                              f"REVOKE {ident(role)} FROM {ident(member)}",
+                              f"{member} must not inherit role {role}"))
+    for group in grouped(desired - actual):
+        steps.append(Step("record", group[0].key, records_sql(layer, [
+            ("grant", g.key, g.to_json(), None) for g in group])))
+        steps.append(Step("grant", group[0].key, grant_sql(group), _grant_why(group[0], n)))
+
+    if plan.changes():
+        steps.append(Step("record", "install_log", (
+            f"INSERT INTO {qname(layer, 'install_log')} (action, tool_version, layer_version, "
+            "rules_sha256, changes, by_user, at) VALUES ('install', "
+            f"{literal(__version__)}, {layer_version_available()}, {literal(rules.sha256)}, "
+            f"{len(plan.changes())}, CURRENT_USER(), UTC_TIMESTAMP(6))")))
+    return plan
+
+
+def _drifted(state: MariaState, key: str) -> bool:
+    rec = state.record(key)
+    current = state.objects.get(key)
+    return current is None or rec is None or rec.detail.get("fingerprint") != current.fingerprint
+
+
+def _fingerprint_steps(layer: str, objects: dict[str, Statement]) -> list[Step]:
+    return [Step("record", key, fingerprint_record_sql(layer, s.objtype or "", s.name or "",
+                                                       s.digest))
+            for key, s in sorted(objects.items())]
+
+
+def _grant_why(g: Grant, n: Names) -> str:
+    if g.grantee == n.owner:
+        if g.level == "column":
+            return (f"the definer reads {g.db}.{g.name} identity columns for the views "
+                    "(column grant, never table)")
+        return f"the definer's procedures use {g.db}.{g.name or '*'}"
+    if g.level == "table":
+        return f"{g.grantee} may read {g.db}.{g.name}"
+    return f"{g.grantee} may call {g.db}.{g.name}"
+
+
+def preamble(database: str, lock_timeout: float) -> list[str]:
+    from .connection import lock_name
+
+    return [f"SET SESSION sql_mode = {literal(SQL_MODE)};",
+            f"SELECT GET_LOCK({literal(lock_name(database))}, {lock_timeout:g});"
+            "  -- one install or uninstall at a time"]
+
+
+def digest(plan: Plan) -> str:
+    h = hashlib.sha256()
+    for step in plan.steps:
+        h.update(step.sql.encode())
+        h.update(b"\0")
+    return h.hexdigest()
