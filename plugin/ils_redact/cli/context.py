@@ -14,6 +14,15 @@ from ..adapters import Adapter, get_adapter
 from ..errors import IlsRedactError
 from ..rules import Rules, load_rules
 
+ENGINE_NAMES = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+
+
+def dsn_engine(dsn: str) -> str:
+    """``mariadb`` for a mysql:// or mariadb:// URI, else ``postgresql`` (URI or libpq
+    key=value conninfo)."""
+    scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
+    return "mariadb" if scheme in ("mysql", "mariadb") else "postgresql"
+
 
 @dataclass
 class CliContext:
@@ -42,7 +51,15 @@ class CliContext:
         return self.dsn
 
     def connect(self, **kwargs: Any) -> Any:
-        return self.backend.connect(self.require_dsn(), debug=self.debug, **kwargs)
+        dsn = self.require_dsn()
+        engine = self.adapter.engine
+        if dsn_engine(dsn) != engine:
+            raise IlsRedactError(
+                f"the rules are for {self.adapter.name} on {ENGINE_NAMES[engine]}, but --dsn "
+                f"names a {ENGINE_NAMES[dsn_engine(dsn)]} server",
+                hint="mysql://user@host:3306/koha for Koha, postgresql://... for Evergreen; "
+                     "or pass the other adapter's rules with --rules")
+        return self.backend.connect(dsn, debug=self.debug, **kwargs)
 
     # -- output ----------------------------------------------------------------------
     def emit(self, data: Any, text: Callable[[Any], str] | str | None = None) -> None:

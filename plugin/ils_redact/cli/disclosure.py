@@ -322,15 +322,22 @@ def staff() -> None:
     """Which logins act as disclosure, stats or admin staff."""
 
 
+def _staff(ctx: CliContext) -> Any:
+    """The backend's staff module (PostgreSQL role memberships, MariaDB roles)."""
+    from importlib import import_module
+
+    return import_module(ctx.backend.__name__ + ".staff")
+
+
 def _apply_staff_plan(ctx: CliContext, conn: Any, plan: Any, dry_run: bool) -> None:
-    from ..backends.postgresql import staff as pg_staff
+    staff_mod = _staff(ctx)
 
     if ctx.fmt == "text":
         for s in plan.steps:
             if s.kind != "record":
                 click.echo(s.sql + ";")
     if not dry_run and plan.steps:
-        pg_staff.apply(conn, plan)
+        staff_mod.apply(conn, plan)
 
 
 @staff.command("grant")
@@ -345,12 +352,12 @@ def _apply_staff_plan(ctx: CliContext, conn: Any, plan: Any, dry_run: bool) -> N
 def staff_grant(ctx: CliContext, login: str, kind: str, create: bool, password_prompt: bool,
                 dry_run: bool) -> None:
     """Let LOGIN act in a role (refused for superusers, BYPASSRLS and the ILS owner)."""
-    from ..backends.postgresql import staff as pg_staff
+    staff_mod = _staff(ctx)
 
     password = click.prompt("password", hide_input=True, confirmation_prompt=True) \
         if password_prompt else None
     with ctx.connect() as conn:
-        plan = pg_staff.plan_grant(conn, ctx.rules, login, kind, create=create,
+        plan = staff_mod.plan_grant(conn, ctx.rules, login, kind, create=create,
                                    password=password)
         conn.rollback()
         _apply_staff_plan(ctx, conn, plan, dry_run)
@@ -366,10 +373,10 @@ def staff_grant(ctx: CliContext, login: str, kind: str, create: bool, password_p
 @pass_ctx
 def staff_revoke(ctx: CliContext, login: str, kind: str, dry_run: bool) -> None:
     """Take a role away from LOGIN."""
-    from ..backends.postgresql import staff as pg_staff
+    staff_mod = _staff(ctx)
 
     with ctx.connect() as conn:
-        plan = pg_staff.plan_revoke(conn, ctx.rules, login, kind)
+        plan = staff_mod.plan_revoke(conn, ctx.rules, login, kind)
         conn.rollback()
         _apply_staff_plan(ctx, conn, plan, dry_run)
     ctx.emit({"login": login, "role": kind, "revoked": not dry_run},
@@ -380,12 +387,12 @@ def staff_revoke(ctx: CliContext, login: str, kind: str, dry_run: bool) -> None:
 @pass_ctx
 def staff_list(ctx: CliContext) -> None:
     """Logins that hold an ils-redact role."""
-    from ..backends.postgresql import staff as pg_staff
+    staff_mod = _staff(ctx)
 
     with ctx.connect() as conn:
-        rows = pg_staff.members(conn, ctx.rules)
+        rows = staff_mod.members(conn, ctx.rules)
     ctx.emit(rows, lambda rs: "\n".join(
         f"{r['login']:24} {r['role']:11} via {r['group']}"
         + (" (created by ils-redact)" if r["created_by_ils_redact"] else "")
-        + (" WARNING: superuser" if r["superuser"] else "")
-        + (" WARNING: BYPASSRLS" if r["bypassrls"] else "") for r in rs) or "no staff")
+        + (" WARNING: superuser" if r.get("superuser") else "")
+        + (" WARNING: BYPASSRLS" if r.get("bypassrls") else "") for r in rs) or "no staff")

@@ -15,13 +15,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .db import query
+from .db import is_postgres, query, table
 
 GENESIS = "0" * 64
 
 _SELECT = (
     "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
     "actor::text, action, request_id, detail::text, prev_hash, hash FROM ils_redact.audit_log")
+#: MariaDB: ``at`` is a UTC DATETIME(6); the detail is the JSON text as stored.  The same
+#: fields, in the same text form, as the procedure that hashed them (``%%``: the driver
+#: formats parameters into the statement).
+_SELECT_MARIADB = ("SELECT seq, DATE_FORMAT(at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'), actor, action, "
+                   "request_id, detail, prev_hash, hash FROM {table}")
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,9 @@ def entries(conn: Any, *, request_id: int | None = None, since: dt.date | None =
     if until is not None:
         where.append("at < %s")
         params.append(until + dt.timedelta(days=1))
-    q = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+    select = _SELECT if is_postgres(conn) else _SELECT_MARIADB.format(
+        table=table(conn, "audit_log"))
+    q = select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
     return [Entry(*row) for row in query(conn, q, params)]
 
 

@@ -38,7 +38,7 @@ def call(conn: Any, name: str, args: list[Any]) -> list[tuple]:
         except (psycopg.errors.InvalidParameterValue,
                 psycopg.errors.InsufficientPrivilege) as exc:
             raise Refused(exc.diag.message_primary or str(exc)) from None
-    from ..backends.mariadb import procedures  # type: ignore[import-not-found]
+    from ..backends.mariadb import procedures
 
     return procedures.call(conn, name, args)
 
@@ -46,6 +46,25 @@ def call(conn: Any, name: str, args: list[Any]) -> list[tuple]:
 def query(conn: Any, sql_text: str, params: list[Any] | None = None) -> list[tuple]:
     if is_postgres(conn):
         return conn.execute(sql_text, params or None).fetchall()
-    with conn.cursor() as cur:
-        cur.execute(sql_text, params or None)
-        return list(cur.fetchall())
+    from ..backends.mariadb import procedures
+
+    return procedures.query(conn, sql_text, params)
+
+
+def table(conn: Any, name: str) -> str:
+    """One of the layer's tables as SQL: ``ils_redact.request`` on PostgreSQL, the layer
+    database of this Koha database on MariaDB (``ils_redact_koha``.``request``)."""
+    if is_postgres(conn):
+        return f"ils_redact.{name}"
+    from ..backends.mariadb import procedures
+
+    return procedures.table(conn, name)
+
+
+def normalize_request(conn: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """A request row as PostgreSQL returns it (MariaDB: JSON columns, naive UTC times)."""
+    if is_postgres(conn):
+        return row
+    from ..backends.mariadb import procedures
+
+    return procedures.normalize_request(row)

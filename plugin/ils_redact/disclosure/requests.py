@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import IlsRedactError, Refused
 from ..rules import Rules
-from .db import call, query
+from .db import call, normalize_request, query, table
 
 BASES = ("court-order", "emergency")
 
@@ -155,21 +155,24 @@ _REQUEST_COLUMNS = (
 
 def list_requests(conn: Any, status: str | None = None) -> list[dict[str, Any]]:
     call(conn, "sweep_expired", [])
-    rows = query(conn, "SELECT " + ", ".join(_REQUEST_COLUMNS) + ", (SELECT count(*) FROM "
-                 "ils_redact.request_patron p WHERE p.request_id = r.id) AS patrons "
-                 "FROM ils_redact.request r ORDER BY id")
-    out = [dict(zip(_REQUEST_COLUMNS + ("patrons",), r, strict=True)) for r in rows]
+    request, patron = table(conn, "request"), table(conn, "request_patron")
+    rows = query(conn, f"SELECT {', '.join(_REQUEST_COLUMNS)}, (SELECT count(*) "  # noqa: S608
+                 f"FROM {patron} p WHERE p.request_id = r.id) AS patrons "
+                 f"FROM {request} r ORDER BY id")
+    out = [normalize_request(conn, dict(zip(_REQUEST_COLUMNS + ("patrons",), r, strict=True)))
+           for r in rows]
     return [r for r in out if status is None or r["status"] == status]
 
 
 def show(conn: Any, request_id: int) -> dict[str, Any]:
     call(conn, "sweep_expired", [])
-    rows = query(conn, "SELECT " + ", ".join(_REQUEST_COLUMNS) + " FROM ils_redact.request r "
+    request, patron = table(conn, "request"), table(conn, "request_patron")
+    rows = query(conn, f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM {request} r "  # noqa: S608
                  "WHERE id = %s", [request_id])
     if not rows:
         raise IlsRedactError(f"no request {request_id}")
-    req = dict(zip(_REQUEST_COLUMNS, rows[0], strict=True))
+    req = normalize_request(conn, dict(zip(_REQUEST_COLUMNS, rows[0], strict=True)))
     req["patrons"] = [{"patron_id": p, "named_as": n} for p, n in query(
-        conn, "SELECT patron_id, named_as FROM ils_redact.request_patron WHERE request_id = %s "
-        "ORDER BY patron_id", [request_id])]
+        conn, f"SELECT patron_id, named_as FROM {patron} "  # noqa: S608
+        "WHERE request_id = %s ORDER BY patron_id", [request_id])]
     return req
