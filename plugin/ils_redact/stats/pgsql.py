@@ -123,15 +123,14 @@ def cells_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composable]
 
 
 def report_body(report: Report, k: int, tz: str) -> sql.Composable:
-    bounds = (sql.SQL("(SELECT b.lo FROM b)"), sql.SQL("(SELECT b.hi FROM b)"))
+    """plpgsql: the period's bounds first, then the query by EXECUTE ... USING, so it is
+    planned with the bounds known (a cached generic plan would guess a parameterised
+    range as selective and walk the time index over the whole table)."""
+    bounds = (sql.SQL("$1"), sql.SQL("$2"))
     cells = sql.SQL("\n    UNION ALL\n    ").join(cells_sql(m, tz, bounds)
                                                  for m in report.measures)
-    return sql.SQL("""
-#variable_conflict use_column
-BEGIN
-RETURN QUERY
-WITH b AS MATERIALIZED (SELECT lo, hi FROM ils_redact_stats.period_bounds(p_from, p_to, {tz})),
-cells AS (
+    query = sql.SQL("""
+WITH cells AS (
     {cells}
 )
 SELECT s.period, s.measure, s.kind, s.row_value, s.col_value, s.value, s.suppressed
@@ -140,9 +139,16 @@ FROM (SELECT g.m, g.meas,
              array_agg(g.v ORDER BY g.r, g.c) AS vs, array_agg(g.np ORDER BY g.r, g.c) AS ps
       FROM cells g GROUP BY g.m, g.meas) p
 CROSS JOIN LATERAL ils_redact_stats.suppress_page({k}, p.m, p.meas, p.rs, p.cs, p.vs, p.ps) s
-ORDER BY s.period, s.measure, s.kind <> 'cell', s.kind, s.row_value, s.col_value;
+ORDER BY s.period, s.measure, s.kind <> 'cell', s.kind, s.row_value, s.col_value
+""").format(cells=cells, k=sql.Literal(int(k)))
+    return sql.SQL("""
+DECLARE
+    b record;
+BEGIN
+    SELECT * INTO b FROM ils_redact_stats.period_bounds(p_from, p_to, {tz});
+    RETURN QUERY EXECUTE {query} USING b.lo, b.hi;
 END
-""").format(tz=sql.Literal(tz), cells=cells, k=sql.Literal(int(k)))
+""").format(tz=sql.Literal(tz), query=sql.Literal(query.as_string(None)))
 
 
 def report_function(report: Report, k: int, tz: str) -> Generated:
