@@ -18,7 +18,7 @@ import click
 from ..errors import EXIT_USAGE, IlsRedactError, RulesErrors
 from .context import CliContext
 
-COMMAND_MODULES = ("core", "demo", "disclosure", "gate", "query", "stats")
+COMMAND_MODULES = ("core", "demo", "disclosure", "gate", "query", "stats", "verify")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -1,0 +1,113 @@
+"""What verify reports: checks that pass or fail, and findings as records.
+
+A finding is an expected outcome, not an error (STYLE 7): a stable code, a severity, the
+object concerned, why it matters in one line, and the fix.  A *check* is one thing that is
+proven (the catalog of one role, one relation read as one role, one hazard class, the
+drift); it passes when it holds no violation.  Checks are what JUnit and the pytest plugin
+turn into test cases, so their ids are stable: ``catalog/disclosure``,
+``empirical/disclosure/action.circulation``, ``hazard/owner-rights-view``, ``drift``.
+
+User errors (no connection, a bad rules file, not installed) are exceptions (exit 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+VIOLATION = "violation"
+#: reported, exit 0 unless ``--strict``: a known default that weakens defence in depth
+#: (TEMP through PUBLIC), or something verify could not check
+WARNING = "warning"
+
+#: code -> one-line meaning.  Codes are stable; messages may improve.
+CODES: dict[str, str] = {
+    # catalog proof: effective privileges against the rules' allow-list
+    "C-MEMBERSHIP": "a restricted role can act as another role (SET ROLE or inherited rights)",
+    "C-ATTRIBUTE": "SUPERUSER, BYPASSRLS or CREATEROLE on a restricted role or a role it reaches",
+    "C-OWNER": "a restricted role (or a role it reaches) owns an object: owners bypass RLS",
+    "C-PRIVILEGE": "a privilege the rules do not give (write, sequence, column, CREATE)",
+    "C-TABLE-SELECT": "table-level SELECT: covers every column, including columns added later",
+    "C-RLS-DISABLED": "row-level security is off on a table a restricted role reads",
+    "C-MISSING": "a privilege the rules give is not held: the role cannot do its job",
+    "C-LAYER-FUNCTION": "a layer function a restricted role calls was altered (owner, search_path)",
+    "C-LOGIN": "a login that reaches a restricted role bypasses it or holds more than it allows",
+    # empirical proof: the same, as the role, on the live database
+    "E-READABLE": "the role read columns the rules close to it",
+    "E-CLOSED": "the role could not read columns the rules give it",
+    "E-ROWS": "the role saw rows outside the scope of an approved request",
+    "E-FUNCTION": "the role may call a function the rules do not give it",
+    "E-FUNCTION-DENIED": "the role may not call a function the rules give it",
+    "E-PROBE-ERROR": "a probe failed for another reason: that part is not proven",
+    # hazards: configurations that void the rules
+    "H-OWNER-RIGHTS-VIEW": "a view running with its owner's rights over protected data is granted",
+    "H-SECURITY-DEFINER": "a SECURITY DEFINER function a restricted role can execute",
+    "H-INHERITANCE-PARENT": "reading an inheritance parent returns a protected child's rows",
+    "H-TEMP": "TEMP on the database: pg_temp functions and tables for a restricted role",
+    "H-PUBLIC-GRANT": "a grant to PUBLIC on a protected relation",
+    "H-DEFAULT-PRIVILEGES": "default privileges open future tables to PUBLIC or a restricted role",
+    "H-UNCLASSIFIED-RELATION": "a relation the rules do not classify (new since they were written)",
+    "H-UNCLASSIFIED-COLUMN": "a column of an identity table the rules do not classify",
+    "H-BACKUP-ROLE": "a backup or replication role that row-level security now breaks",
+    "H-REPORTER-SUPERUSER": "the ILS reporter connects as a role that bypasses row-level security",
+    "H-REPORTER-UNKNOWN-ROLE": "the ILS reporter's role does not exist here: not checked",
+    # drift
+    "D-DRIFT": "the plan the rules produce today differs from what the catalog holds",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason a check does not hold.  ``object`` names what is wrong (a relation,
+    ``relation.column``, a function signature, a role); ``role`` the restricted role kind
+    concerned, if any."""
+
+    code: str
+    object: str
+    why: str
+    fix: str
+    severity: str = VIOLATION
+    role: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:
+            raise ValueError(f"unknown finding code {self.code}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "severity": self.severity, "object": self.object,
+                "role": self.role, "why": self.why, "fix": self.fix}
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.object}: {self.why} (fix: {self.fix})"
+
+
+@dataclass
+class Check:
+    """One thing proven.  ``detail`` says what was looked at (for the report)."""
+
+    id: str
+    title: str
+    findings: list[Finding] = field(default_factory=list)
+    detail: str = ""
+    #: why the check did not run (e.g. no --ils-config given); None when it ran
+    skipped: str | None = None
+
+    @property
+    def group(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    def violations(self, strict: bool = False) -> list[Finding]:
+        return [f for f in self.findings if f.severity == VIOLATION or strict]
+
+    def status(self, strict: bool = False) -> str:
+        """pass | warn | fail | skipped"""
+        if self.skipped is not None:
+            return "skipped"
+        if self.violations(strict):
+            return "fail"
+        return "warn" if self.findings else "pass"
+
+    def to_dict(self, strict: bool = False) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "status": self.status(strict),
+                "detail": self.detail, "skipped": self.skipped,
+                "findings": [f.to_dict() for f in self.findings]}
