@@ -11,14 +11,24 @@ definer, that selects the identity columns of the rows whose patron is in the ca
 active scope (``USER()``: the login; ``CURRENT_USER()`` would be the definer).  The
 disclosure role holds SELECT on these views and nothing on the Koha tables.
 
-The views are ``ALGORITHM=TEMPTABLE`` with a ``LIMIT``, and that is a security property,
-not tuning: a MERGE view lets the optimizer evaluate the caller's own WHERE clause on
-rows outside the scope (with ``SET optimizer_switch='semijoin=off'`` a condition such as
-``surname + 0 = 1`` then prints out-of-scope surnames in its truncation warnings), and a
-TEMPTABLE view without LIMIT still gets the caller's condition pushed down into it
-(``condition_pushdown_for_derived``).  With LIMIT the condition cannot be pushed: the
-view's rows are computed, scope first, before any expression of the caller sees them.
-tests/koha/test_restricted.py checks this with the warning oracle as the restricted login.
+How the view is built is a security property, not tuning.  A plain MERGE view lets the
+optimizer evaluate the caller's own WHERE clause on rows outside the scope: with
+``SET optimizer_switch='semijoin=off'``, ``WHERE email + 0 = 1`` prints the email of
+every patron in its truncation warnings.  A TEMPTABLE view without LIMIT still gets the
+caller's condition pushed down into it (``condition_pushdown_for_derived``).  So:
+
+* the caller's scope is a derived table with a LIMIT (``s``): MariaDB materialises it
+  first and pushes nothing into it, so it holds the caller's active patron ids and
+  nothing else;
+* every column of the view is guarded, ``IF(s.patron_id = t.key, t.col, NULL)``: an
+  expression the caller writes over a column depends on ``s`` and ``t`` together, so it
+  is evaluated only on a pair of rows, and on a pair that is not a scoped patron's it
+  sees NULL, whatever the join order, join buffering or optimizer_switch.
+
+The outer view merges (the ILS table is read by primary key from the scope's ids, with
+no temporary copy of its wide TEXT columns), which keeps the lookup cheap.
+tests/koha/test_restricted.py checks all of this with the warning oracle as the
+restricted login, and checks that the oracle does find the leak of a plain MERGE view.
 
 The export procedure's definer is the disclosure role itself (MariaDB accepts a role as
 definer): it reads the scoped views as that role would, so even a bug in it cannot read
@@ -105,12 +115,6 @@ def koha_table(rules: Rules, catalog: Catalog, relation: str) -> tuple[str, str]
     return rel.schema, rel.name
 
 
-def scope_subquery(layer: str, key_sql: str) -> str:
-    return (f"{key_sql} IN (SELECT s.patron_id FROM {qname(layer, 'scope')} s "
-            "WHERE s.grantee = SUBSTRING_INDEX(USER(), '@', 1) "
-            "AND s.expires_at > UTC_TIMESTAMP(6))")
-
-
 def identity_view(rules: Rules, catalog: Catalog, layer: str, relation: str) -> Generated:
     t = rules.identity_table(relation)
     assert t is not None
@@ -118,14 +122,18 @@ def identity_view(rules: Rules, catalog: Catalog, layer: str, relation: str) -> 
     if table in LAYER_NAMES:
         raise StateError(f"identity table {relation} has the name of a layer object; "
                          "the Koha backend cannot scope it")
-    cols = ", ".join(f"t.{ident(c)}" for c in t.columns)
+    key = ident(t.patron_key)
+    cols = ",\n       ".join(f"IF(s.patron_id = t.{key}, t.{ident(c)}, NULL) AS {ident(c)}"
+                              for c in t.columns)
     create = (
-        f"CREATE OR REPLACE ALGORITHM=TEMPTABLE DEFINER={{owner}} SQL SECURITY DEFINER\n"
+        f"CREATE OR REPLACE ALGORITHM=MERGE DEFINER={{owner}} SQL SECURITY DEFINER\n"
         f"VIEW {qname(layer, table)} AS\n"
         f"SELECT {cols}\n"
-        f"FROM {qname(db, table)} t\n"
-        f"WHERE {scope_subquery(layer, 't.' + ident(t.patron_key))}\n"
-        f"LIMIT {VIEW_LIMIT}")
+        f"FROM (SELECT DISTINCT sc.patron_id FROM {qname(layer, 'scope')} sc\n"
+        "      WHERE sc.grantee = SUBSTRING_INDEX(USER(), '@', 1)\n"
+        "        AND sc.expires_at > UTC_TIMESTAMP(6)\n"
+        f"      LIMIT {VIEW_LIMIT}) s\n"
+        f"JOIN {qname(db, table)} t ON t.{key} = s.patron_id")
     return Generated("VIEW", table, "owner", create,
                      f"{relation}: identity columns of patrons in the caller's active scope")
 
