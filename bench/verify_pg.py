@@ -1,6 +1,7 @@
 """Benchmark of ``ils-redact verify`` on the full 510-table Evergreen fixture.
 
-    python bench/verify_pg.py [--patrons 100000] [--circulations 200000] [--rounds 10]
+    python bench/verify_pg.py [--patrons 100000] [--circulations 200000] [--logins 200]
+                              [--rounds 10]
 
 Measured in one run, interleaved (verify, baseline, verify, baseline, ...):
 
@@ -9,10 +10,12 @@ Measured in one run, interleaved (verify, baseline, verify, baseline, ...):
 2. the same with ``exhaustive`` (every column of every relation read alone);
 3. the console script end to end (process start, connect, verify, JSON out), a few times;
 
-beside a bare catalog query, for scale: one query listing every column of every relation
-(``pg_attribute`` joined to ``pg_class`` and ``pg_namespace``), and the catalog read that
-verify starts with (``read_catalog``).  Server: ``ILS_REDACT_BENCH_DSN`` or an embedded
-PostgreSQL 18.  Prints numbers; asserts nothing about time.
+with ``--logins`` staff logins in the exporter role (verify judges every login that can act
+as a restricted role), beside a bare catalog query, for scale: one query listing every
+column of every relation (``pg_attribute`` joined to ``pg_class`` and ``pg_namespace``),
+and the catalog read that verify starts with (``read_catalog``).  Server:
+``ILS_REDACT_BENCH_DSN`` or an embedded PostgreSQL 18.  Prints numbers; asserts nothing
+about time.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--patrons", type=int, default=100_000)
     ap.add_argument("--circulations", type=int, default=200_000)
+    ap.add_argument("--logins", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
     rl = rules(PREFIX + "x_")
@@ -76,6 +80,11 @@ def main() -> None:
                 c.execute("VACUUM ANALYZE")
             with pg.connect(srv.dsn_for(db)) as conn:
                 pg.install(conn, rl)
+            with psycopg.connect(srv.dsn, autocommit=True) as c:
+                for i in range(args.logins):
+                    c.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                        sql.Identifier(f"{PREFIX}staff{i}"),
+                        sql.Identifier(rl.role("exporter", db))))
             results = measure(srv, db, rl, args.rounds)
         finally:
             cleanup(srv)
@@ -155,7 +164,8 @@ def report(r: dict, version: int, args) -> None:  # type: ignore[no-untyped-def]
             ("read_catalog (verify's first step)", f"{median_ms(r['read_catalog']):.0f} ms",
              f"{bare:.2f} ms", f"{median_ms(r['read_catalog']) / bare:.0f}x", "")]
     print(f"PostgreSQL {version // 10000}, {r['relations']} relations, {r['columns']:,} columns, "
-          f"{args.patrons:,} patrons, {args.circulations:,} circulations")
+          f"{args.patrons:,} patrons, {args.circulations:,} circulations, {args.logins} staff "
+          "logins")
     print(render_table(rows))
     print("verify by part (median ms): " + ", ".join(
         f"{k} {v * 1000:.0f}" for k, v in r["parts"].items()))

@@ -189,6 +189,20 @@ def test_logins_in_the_restricted_roles_are_judged(installed: EgDb, tmp_path: Pa
     run = verify_cli(db, tmp_path)
     assert run.returncode == 0, run.explain()
     assert "1 logins" in run.check("catalog/exporter")["detail"]
+    # a grant of its own to the login: judged too
+    with db.connect() as conn:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA action TO {0}; "
+                             "GRANT SELECT (usr) ON action.circulation TO {0}").format(
+            sql.Identifier(clerk)))
+    run = verify_cli(db, tmp_path)
+    assert run.returncode == 1
+    (f,) = run.findings("C-LOGIN", f"login {clerk}")
+    assert "also holds privileges on 1 relations the restricted role is closed to " \
+        "(action.circulation)" in f["why"]
+    with db.connect() as conn:
+        conn.execute(sql.SQL("REVOKE SELECT (usr) ON action.circulation FROM {0}; "
+                             "REVOKE USAGE ON SCHEMA action FROM {0}").format(
+            sql.Identifier(clerk)))
     with db.connect() as conn:
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(db.owner),
                                                       sql.Identifier(clerk)))

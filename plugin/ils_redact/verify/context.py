@@ -19,6 +19,19 @@ from .stats_layer import StatsLayer
 
 PROTECTED = ("identity", "secret", "confidential", "personal", "unclassified")
 
+# roles named in an ACL of this database (relations, columns, functions, schemas, itself)
+_DIRECT_GRANTEES = """
+SELECT DISTINCT r.rolname FROM pg_roles r JOIN (
+    SELECT (aclexplode(relacl)).grantee AS g FROM pg_class WHERE relacl IS NOT NULL
+    UNION ALL SELECT (aclexplode(attacl)).grantee FROM pg_attribute WHERE attacl IS NOT NULL
+    UNION ALL SELECT (aclexplode(proacl)).grantee FROM pg_proc WHERE proacl IS NOT NULL
+    UNION ALL SELECT (aclexplode(nspacl)).grantee FROM pg_namespace WHERE nspacl IS NOT NULL
+    UNION ALL SELECT (aclexplode(datacl)).grantee FROM pg_database
+              WHERE datname = current_database() AND datacl IS NOT NULL
+) x ON x.g = r.oid
+WHERE r.rolname = ANY (%s)
+"""
+
 
 @dataclass
 class VerifyContext:
@@ -55,12 +68,34 @@ class VerifyContext:
         return {name: self.graph.logins_reaching(name) for _, name in self.restricted}
 
     @cached_property
+    def all_logins(self) -> list[str]:
+        return sorted({login for _, name in self.restricted for login in self.logins[name]})
+
+    @cached_property
+    def plain_logins(self) -> set[str]:
+        """Logins that reach nothing but layer roles, hold no grant of their own here and
+        bypass nothing: their privileges are their layer roles' and PUBLIC's, already
+        judged, so their effective privileges are not computed again (a library may have
+        hundreds of staff logins in the exporter role)."""
+        direct = {r[0] for r in self.conn.execute(_DIRECT_GRANTEES, (self.all_logins,))}
+        out = set()
+        for login in self.all_logins:
+            a = self.graph.roles[login]
+            if (a.superuser or a.bypassrls or a.createrole or login in direct
+                    or set(self.graph.reach(login)) - {login} - self.layer_roles):
+                continue
+            out.add(login)
+        return out
+
+    @cached_property
     def judged_roles(self) -> list[str]:
-        """Restricted roles, the roles they reach, the logins that reach them."""
+        """Restricted roles, the roles they reach, and the logins that reach them (with
+        what those reach) unless they are plain."""
         out: set[str] = set()
         for _, name in self.restricted:
             out |= set(self.reach[name])
-            for login in self.logins[name]:
+        for login in self.all_logins:
+            if login not in self.plain_logins:
                 out |= set(self.graph.reach(login))
         return sorted(out)
 
@@ -70,7 +105,7 @@ class VerifyContext:
 
     @cached_property
     def owned(self) -> dict[str, list[Owned]]:
-        return owned(self.conn, self.judged_roles)
+        return owned(self.conn, self.judged_roles + self.all_logins)
 
     @property
     def layer_schemas(self) -> list[str]:
