@@ -195,12 +195,12 @@ def test_owner_and_app_role_keep_working_and_owner_dump_keeps_layer(eg_db: EgDb)
 
 
 def test_two_databases_on_one_server(eg_db: EgDb, server, eg_template, eg_roles,
-                                     tmp_path: Path) -> None:
+                                     run_prefix: str, tmp_path: Path) -> None:
     """Roles are cluster-wide: each database has its own prefix; one database's
     uninstall leaves the other intact; reusing a prefix is refused."""
-    from conftest import PREFIX
     from support import EgDb as Db
 
+    PREFIX = run_prefix
     other_name = f"{PREFIX}egother"
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
