@@ -1,7 +1,9 @@
 """The gate in the MySQL dialect (Koha on MariaDB), against Koha's reference schema.
 
-There is no Koha adapter or rules file yet, so the rules here are a small hand-made
-set; the point is that nothing in the gate outside ``pgparse`` assumes PostgreSQL.
+The rules here are a small hand-made set (the Koha preset is tested in tests/koha); the
+point is that nothing in the gate outside ``pgparse`` assumes PostgreSQL.  On MariaDB the
+disclosure role reads the identity tables through the layer's definer views of the same
+names in ``ils_redact_<koha db>``, so the rewrite targets those and the scope view there.
 MariaDB-specific parser differences are not checked yet (no cross-check parser).
 """
 
@@ -53,9 +55,10 @@ def test_allowed_query_is_scoped_and_backtick_quoted(gate: Gate) -> None:
     assert r.ok, r.findings
     assert r.sql == (
         "SELECT `borrowers`.`surname` AS `surname`, `borrowers`.`cardnumber` AS "
-        "`cardnumber` FROM `koha_schema`.`borrowers` AS `borrowers` WHERE "
+        "`cardnumber` FROM `ils_redact_koha_schema`.`borrowers` AS `borrowers` WHERE "
         "`borrowers`.`surname` LIKE 'Sm%' AND `borrowers`.`borrowernumber` IN (SELECT "
-        "`patron_id` FROM `ils_redact`.`scope_patrons` WHERE `request_id` = 4) LIMIT 5")
+        "`patron_id` FROM `ils_redact_koha_schema`.`scope_patrons` WHERE `request_id` = 4) "
+        "LIMIT 5")
 
 
 def test_star_expands_to_permitted_columns(gate: Gate) -> None:

@@ -115,14 +115,17 @@ def _lint_text(records: list[LintRecord]) -> str:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.argument("paths", nargs=-1, metavar="PATH...")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON catalog to check against, offline.")
 @click.option("--search-path", "search_path", metavar="A,B",
               help="Schemas that resolve unqualified names (default: public).")
+@click.option("--koha-saved-sql", "koha_saved_sql", is_flag=True,
+              help="Koha: classify every report in the saved_sql table of the --dsn "
+                   "database instead of files.")
 @pass_ctx
 def lint(ctx: CliContext, paths: tuple[str, ...], catalog_path: str | None,
-         search_path: str | None) -> None:
+         search_path: str | None, koha_saved_sql: bool) -> None:
     """Classify saved report SQL (.sql files or folders of them).
 
     Each query is usable by the disclosure profile, usable as a statistics report,
@@ -130,13 +133,29 @@ def lint(ctx: CliContext, paths: tuple[str, ...], catalog_path: str | None,
     cannot be checked.  Exit 1 if any file exposes confidential data or cannot be
     checked, 0 otherwise.
     """
-    catalog = gate_catalog(ctx, catalog_path)
-    linter = Linter(ctx.rules, catalog, dialect=_ENGINE_DIALECT.get(catalog.engine,
-                                                                    "postgres"),
-                    search_path=_search_path(search_path))
-    records = linter.lint_paths(paths)
-    if not records:
-        raise IlsRedactError(f"no .sql files in {', '.join(paths)}")
+    if koha_saved_sql:
+        if paths or catalog_path:
+            raise IlsRedactError("--koha-saved-sql reads the reports from the database: "
+                                 "give no PATH or --catalog")
+        if ctx.adapter.name != "koha":
+            raise IlsRedactError("--koha-saved-sql needs Koha rules (adapter: koha)")
+        from ..adapters.koha.saved_sql import lint_saved_sql
+
+        with ctx.connect() as conn:
+            records = lint_saved_sql(conn, ctx.rules)
+        if not records:
+            raise IlsRedactError("the saved_sql table holds no reports")
+    else:
+        if not paths:
+            raise IlsRedactError("name the .sql files or folders to check (or, for Koha, "
+                                 "--koha-saved-sql)")
+        catalog = gate_catalog(ctx, catalog_path)
+        linter = Linter(ctx.rules, catalog, dialect=_ENGINE_DIALECT.get(catalog.engine,
+                                                                        "postgres"),
+                        search_path=_search_path(search_path))
+        records = linter.lint_paths(paths)
+        if not records:
+            raise IlsRedactError(f"no .sql files in {', '.join(paths)}")
     data = {
         "files": [r.to_dict() for r in records],
         "summary": {v: sum(1 for r in records if r.verdict == v) for v in VERDICTS},

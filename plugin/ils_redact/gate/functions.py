@@ -40,6 +40,7 @@ SCALAR_CLASSES: frozenset[type[exp.Expr]] = frozenset({
     exp.JSONBExtract, exp.JSONBExtractScalar, exp.DateAdd, exp.DateSub, exp.DateDiff,
     exp.TimestampAdd, exp.TimestampSub, exp.TimestampDiff, exp.DayOfWeek, exp.DayOfMonth,
     exp.DayOfYear, exp.Year, exp.Month, exp.Day, exp.Quarter, exp.Week, exp.WeekOfYear,
+    exp.TsOrDsToDate,  # MySQL dialect: the implicit date conversion in YEAR(d), DATE(d)
     exp.Encode, exp.Decode,
 })
 

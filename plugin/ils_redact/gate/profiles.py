@@ -164,6 +164,10 @@ class Profile:
     #: disclosure: the ``relation.column`` names one request covers (None: the rules'
     #: whole identity allow-list)
     request_columns: frozenset[str] | None = None
+    #: MariaDB: the layer database whose definer views of the same names are what the
+    #: disclosure role reads instead of the identity tables, and which holds the
+    #: ``scope_patrons`` view (None: PostgreSQL, the tables themselves under RLS)
+    scope_schema: str | None = None
 
 
 def build_profile(rules: Rules, catalog: Catalog, name: str,
@@ -203,8 +207,13 @@ def build_profile(rules: Rules, catalog: Catalog, name: str,
                                  or c == t.patron_key)
             permitted[rel] = cols
             scope[rel] = t.patron_key
+        scope_schema = None
+        if catalog.engine == "mariadb" and catalog.database:
+            from ..backends.mariadb.state import layer_database
+
+            scope_schema = layer_database(catalog.database)
         return Profile(name, permitted, scope=scope, request_id=request_id,
-                       request_columns=covered, **common)
+                       request_columns=covered, scope_schema=scope_schema, **common)
     if name == "stats":
         permitted = {rel.qualified: frozenset(rel.column_names)
                      for rel in catalog.relations.values() if rel.schema == STATS_SCHEMA}

@@ -39,8 +39,9 @@ from .profiles import Profile
 SCOPE_SCHEMA = "ils_redact"
 REQUEST_FUNCTION = "request_patron_ids"
 SCOPE_FUNCTION = "scope_patron_ids"
-#: MariaDB has no arrays: the Koha backend exposes the scope as a view (provisional
-#: names until the Koha backend is written).
+#: MariaDB has no arrays: the Koha backend exposes the caller's scope as a view
+#: (patron_id, request_id, expires_at) in its layer database, ``ils_redact_<koha db>``,
+#: beside the definer views that replace the identity tables for the disclosure role.
 MYSQL_SCOPE_VIEW = "scope_patrons"
 
 
@@ -52,12 +53,13 @@ def _ident(name: str) -> exp.Identifier:
     return exp.to_identifier(name, quoted=True)
 
 
-def scope_predicate(alias: str, key: str, request_id: int | None, dialect: str) -> exp.Expr:
+def scope_predicate(alias: str, key: str, request_id: int | None, dialect: str,
+                    schema: str = SCOPE_SCHEMA) -> exp.Expr:
     """``alias.key`` limited to the patrons of the request (or of the caller's scope)."""
     column = exp.Column(this=_ident(key), table=_ident(alias))
     if dialect in ("mysql", "mariadb"):
         inner = exp.select(exp.Column(this=_ident("patron_id"))).from_(
-            exp.Table(this=_ident(MYSQL_SCOPE_VIEW), db=_ident(SCOPE_SCHEMA)))
+            exp.Table(this=_ident(MYSQL_SCOPE_VIEW), db=_ident(schema)))
         if request_id is not None:
             inner = inner.where(exp.EQ(this=exp.Column(this=_ident("request_id")),
                                        expression=exp.Literal.number(request_id)))
@@ -80,7 +82,13 @@ def inject_scope(tree: exp.Expr, profile: Profile, tables: list[tuple[exp.Table,
         if key is None:
             continue
         alias = table.alias_or_name
-        pred = scope_predicate(alias, key, profile.request_id, dialect)
+        pred = scope_predicate(alias, key, profile.request_id, dialect,
+                               profile.scope_schema or SCOPE_SCHEMA)
+        if profile.scope_schema and dialect in ("mysql", "mariadb"):
+            # MariaDB: the disclosure role reads the layer's definer view of this name
+            if not table.args.get("alias"):
+                table.set("alias", exp.TableAlias(this=_ident(table.name)))
+            table.set("db", _ident(profile.scope_schema))
         holder = table.parent
         select = holder.parent if isinstance(holder, (exp.Join, exp.From)) else None
         if not isinstance(select, exp.Select) or (
