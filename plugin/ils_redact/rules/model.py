@@ -90,6 +90,20 @@ class GateSettings:
 
 
 @dataclass(frozen=True)
+class HardeningSettings:
+    """Database-wide settings beyond the allow-list.
+
+    PostgreSQL grants TEMP on a database to PUBLIC, so a restricted role can create
+    temporary tables and functions.  Row-level security already stops a leaky temporary
+    function from seeing hidden rows (tested); revoking TEMP removes the tool as well, but
+    only by revoking it from PUBLIC and granting it back to the roles that need it, which
+    install records and uninstall restores."""
+
+    revoke_public_temp: bool = False
+    temp_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Rules:
     version: int
     adapter: str
@@ -103,6 +117,7 @@ class Rules:
     disclosure: DisclosureSettings = DisclosureSettings()
     statistics: StatisticsSettings = StatisticsSettings()
     gate: GateSettings = GateSettings()
+    hardening: HardeningSettings = HardeningSettings()
     policy_text: Path | None = None
     path: Path | None = None
     #: (key, key, index...) -> line in the rules file, for error messages.

@@ -59,6 +59,8 @@ def _execute(conn: psycopg.Connection, plan: Plan) -> None:
                              "busy with it)", hint="retry, or raise --lock-timeout") from None
         except psycopg.Error as exc:
             diag = exc.diag.message_primary or str(exc)
+            if exc.diag.message_detail:
+                diag += f" ({exc.diag.message_detail.splitlines()[0]})"
             raise StateError(f"{plan.action} failed at {step.kind} {step.target}: {diag}; "
                              "nothing was changed") from None
 

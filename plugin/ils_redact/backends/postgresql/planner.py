@@ -324,6 +324,9 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
     # 5. row-level security on every table where the disclosure role holds a grant
     steps.extend(_rls_steps(rules, catalog, state, roles))
 
+    # 6. optional hardening: TEMP taken from PUBLIC, given to the roles that need it
+    steps.extend(_temp_steps(rules, state))
+
     if steps:
         steps.append(Step("record", "install_log", _s(sql.SQL(
             "INSERT INTO ils_redact.install_log (action, tool_version, layer_version, "
@@ -332,6 +335,55 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
             sql.Literal(rules.sha256),
             sql.Literal(sum(1 for s in steps if s.kind != "record"))))))
     return plan
+
+
+def temp_sql(verb: str, database: str, role: str | None) -> str:
+    """GRANT/REVOKE TEMPORARY ON DATABASE ... TO/FROM a role, or PUBLIC when role is None."""
+    who = sql.SQL("PUBLIC") if role is None else sql.Identifier(role)
+    return _s(sql.SQL("{} TEMPORARY ON DATABASE {} {} {}").format(
+        sql.SQL(verb), sql.Identifier(database), sql.SQL("TO" if verb == "GRANT" else "FROM"),
+        who))
+
+
+def _temp_steps(rules: Rules, state: PgState) -> list[Step]:
+    """``hardening.revoke_public_temp``: PUBLIC loses TEMP, ``temp_roles`` get it.  The
+    prior state is recorded, and turning the setting off (or uninstall) restores it."""
+    h = rules.hardening
+    db = state.database
+    steps: list[Step] = []
+    public_rec = state.record("temp public")
+    granted = {i.detail["role"]: i for i in state.installed_of("temp-grant")}
+    wanted = set(h.temp_roles) if h.revoke_public_temp else set()
+    missing = sorted(wanted - state.existing_roles)
+    if missing:
+        raise StateError(f"hardening.temp_roles names {', '.join(missing)}, which does not "
+                         "exist", hint=rules.where("hardening", "temp_roles"))
+    if h.revoke_public_temp:
+        if state.public_temp:
+            steps.append(Step("revoke-temp", db, temp_sql("REVOKE", db, None),
+                              "restricted roles may not create temporary tables or functions"))
+            if public_rec is None:
+                steps.append(Step("record", db, record_sql("temp", "temp public", {},
+                                                           {"public_temp": True})))
+    elif public_rec is not None:
+        if (public_rec.prior or {}).get("public_temp") and not state.public_temp:
+            steps.append(Step("grant-temp", db, temp_sql("GRANT", db, None),
+                              "TEMP back to PUBLIC, as it was before ils-redact"))
+        steps.append(Step("record", db, unrecord_sql("temp public")))
+    for role in sorted(wanted):
+        if (role, "TEMPORARY") in state.database_acl:
+            continue
+        steps.append(Step("grant-temp", role, temp_sql("GRANT", db, role),
+                          f"{role} keeps TEMP (hardening.temp_roles)"))
+        if role not in granted:
+            steps.append(Step("record", role, record_sql("temp-grant", f"temp grant {role}",
+                                                         {"role": role})))
+    for role in sorted(set(granted) - wanted):
+        if (role, "TEMPORARY") in state.database_acl:
+            steps.append(Step("revoke-temp", role, temp_sql("REVOKE", db, role),
+                              f"{role} no longer in hardening.temp_roles"))
+        steps.append(Step("record", role, unrecord_sql(f"temp grant {role}")))
+    return steps
 
 
 def _generated_steps(g: Generated, state: PgState, roles: dict[str, str]) -> list[Step]:

@@ -88,6 +88,12 @@ class PgState:
     privileges: set[Priv] = field(default_factory=set)
     policies: dict[tuple[str, str], PolicyInfo] = field(default_factory=dict)
     public_connect: bool = True
+    #: PUBLIC holds TEMP on this database (explicitly, or through the default ACL)
+    public_temp: bool = True
+    #: (grantee, privilege) of the database's ACL; grantee "public" for PUBLIC
+    database_acl: frozenset[tuple[str, str]] = frozenset()
+    #: which of the rules' hardening.temp_roles exist
+    existing_roles: frozenset[str] = frozenset()
     #: ils_redact.setting, when the layer has it
     settings: dict[str, Any] | None = None
     #: signature -> (owner, comment) of the functions in the layer's schema
@@ -213,8 +219,14 @@ def read_state(conn: psycopg.Connection, rules: Rules) -> PgState:
     }
     pub = conn.execute(
         "SELECT d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) x "
-        "WHERE x.grantee = 0 AND x.privilege_type = 'CONNECT') "
+        "WHERE x.grantee = 0 AND x.privilege_type = 'CONNECT'), "
+        "d.datacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(d.datacl) x "
+        "WHERE x.grantee = 0 AND x.privilege_type = 'TEMPORARY') "
         "FROM pg_database d WHERE d.datname = current_database()").fetchone()
+    database_acl = frozenset(conn.execute(
+        "SELECT CASE WHEN x.grantee = 0 THEN 'public' ELSE pg_get_userbyid(x.grantee) END, "
+        "x.privilege_type FROM pg_database d, aclexplode(d.datacl) x "
+        "WHERE d.datname = current_database()").fetchall())
     return PgState(
         database=database,
         server_version=server_version(conn),
@@ -224,6 +236,11 @@ def read_state(conn: psycopg.Connection, rules: Rules) -> PgState:
         privileges=privs,
         policies=policies,
         public_connect=bool(pub and pub[0]),
+        public_temp=bool(pub and pub[1]),
+        database_acl=database_acl,
+        existing_roles=frozenset(r[0] for r in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY (%s)",
+            (list(getattr(getattr(rules, "hardening", None), "temp_roles", ())),))),
         settings=settings,
         layer_functions=layer_functions,
     )

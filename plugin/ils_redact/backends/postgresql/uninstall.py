@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ...errors import StateError
 from ...plan import Plan, Step
-from .planner import _grouped, grant_sql, qname
+from .planner import _grouped, grant_sql, qname, temp_sql
 from .state import LAYER_SCHEMA, STATS_SCHEMA, PgState, Priv
 
 _SHDEPEND = """
@@ -103,6 +103,14 @@ def plan_uninstall(conn: psycopg.Connection, state: PgState) -> Plan:
     if state.layer_version is not None and state.layer_version >= 3:
         steps.append(Step("drop-layer", STATS_SCHEMA, "DROP SCHEMA ils_redact_stats CASCADE",
                           "the statistics reports"))
+    for rec in state.installed_of("temp-grant"):
+        role = rec.detail["role"]
+        if (role, "TEMPORARY") in state.database_acl:
+            steps.append(Step("revoke-temp", role, temp_sql("REVOKE", state.database, role)))
+    public_rec = state.record("temp public")
+    if public_rec and (public_rec.prior or {}).get("public_temp") and not state.public_temp:
+        steps.append(Step("grant-temp", state.database, temp_sql("GRANT", state.database, None),
+                          "TEMP back to PUBLIC, as it was before install"))
     steps.append(Step("drop-layer", LAYER_SCHEMA, "DROP SCHEMA ils_redact CASCADE",
                       "the layer's objects (bookkeeping, scope, requests, audit log)"))
     by_kind: dict[str, list[str]] = defaultdict(list)
