@@ -21,7 +21,7 @@ import json
 
 from psycopg import sql
 
-from ..backends.postgresql.generated import Generated
+from ..backends.postgresql.generated import Generated, definer_function
 from .model import Dim, Measure, Report
 
 SCHEMA = "ils_redact_stats"
@@ -153,13 +153,10 @@ END
 
 def report_function(report: Report, k: int, tz: str) -> Generated:
     sig = f"{SCHEMA}.{report.name}(date, date)"
-    create = _s(sql.SQL(
-        "CREATE OR REPLACE FUNCTION {}.{}(p_from date DEFAULT NULL, p_to date DEFAULT NULL)\n"
-        "    RETURNS {}\n"
-        "    LANGUAGE plpgsql STABLE SECURITY DEFINER\n"
-        "    SET search_path = pg_catalog, pg_temp\n"
-        "AS $fn${}$fn$").format(sql.Identifier(SCHEMA), sql.Identifier(report.name),
-                                sql.SQL(RETURNS), report_body(report, k, tz)))
+    create = definer_function(
+        sql.SQL("{}.{}(p_from date DEFAULT NULL, p_to date DEFAULT NULL)").format(
+            sql.Identifier(SCHEMA), sql.Identifier(report.name)),
+        RETURNS, "plpgsql", "STABLE", report_body(report, k, tz))
     kind = "custom report from the rules" if report.custom else "standard report"
     return Generated(sig, "stats_owner", create, ("stats",),
                      f"{kind} {report.name}: suppressed below {k} distinct patrons")

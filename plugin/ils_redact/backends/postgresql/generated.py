@@ -32,6 +32,20 @@ def _rel(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split(".", 1))
 
 
+def definer_function(head: sql.Composable, returns: str, language: str, volatility: str,
+                     body: sql.Composable) -> str:
+    """``CREATE OR REPLACE FUNCTION`` of a SECURITY DEFINER function, with the pinned
+    ``search_path`` every one of the layer's definer functions must have (threat model
+    row 9): the one place that text is written."""
+    return _s(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}\n"
+        "    RETURNS {}\n"
+        "    LANGUAGE {} {} SECURITY DEFINER\n"
+        "    SET search_path = pg_catalog, pg_temp\n"
+        "AS $fn${}$fn$").format(head, sql.SQL(returns), sql.SQL(language), sql.SQL(volatility),
+                                body))
+
+
 @dataclass(frozen=True)
 class Generated:
     """One rules-derived function: its signature, owner, body and who may execute it."""
@@ -115,12 +129,9 @@ END
 """).format(key=sql.Identifier(p.key), display=display, patron=_rel(p.relation),
             card=_rel(b.relation), bcol=sql.Identifier(b.column), bkey=sql.Identifier(b.patron_key),
             active=active)
-    create = _s(sql.SQL(
-        "CREATE OR REPLACE FUNCTION ils_redact.patron_lookup(p_ids bigint[], p_barcodes text[])\n"
-        "    RETURNS TABLE (named_as text, patron_id bigint, display jsonb)\n"
-        "    LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
-        "    SET search_path = pg_catalog, pg_temp\n"
-        "AS $fn${}$fn$").format(body))
+    create = definer_function(
+        sql.SQL("ils_redact.patron_lookup(p_ids bigint[], p_barcodes text[])"),
+        "TABLE (named_as text, patron_id bigint, display jsonb)", "plpgsql", "VOLATILE", body)
     return Generated("ils_redact.patron_lookup(bigint[], text[])", "owner", create, ("admin",),
                      "resolves the patrons a request names, for the staff member to confirm")
 
@@ -128,15 +139,11 @@ END
 def patron_ids_known(rules: Rules) -> Generated:
     """Which of these ids are patrons: request_create's check (no audit entry, no names)."""
     p = rules.patron
-    create = _s(sql.SQL(
-        "CREATE OR REPLACE FUNCTION ils_redact.patron_ids_known(p_ids bigint[])\n"
-        "    RETURNS bigint[]\n"
-        "    LANGUAGE sql STABLE SECURITY DEFINER\n"
-        "    SET search_path = pg_catalog, pg_temp\n"
-        "AS $fn$\n"
-        "    SELECT coalesce(array_agg(u.{key}::bigint ORDER BY u.{key}), '{{}}'::bigint[])\n"
-        "    FROM {patron} u WHERE u.{key} = ANY (p_ids)\n"
-        "$fn$").format(key=sql.Identifier(p.key), patron=_rel(p.relation)))
+    create = definer_function(
+        sql.SQL("ils_redact.patron_ids_known(p_ids bigint[])"), "bigint[]", "sql", "STABLE",
+        sql.SQL("\n    SELECT coalesce(array_agg(u.{key}::bigint ORDER BY u.{key}), "
+                "'{{}}'::bigint[])\n    FROM {patron} u WHERE u.{key} = ANY (p_ids)\n").format(
+            key=sql.Identifier(p.key), patron=_rel(p.relation)))
     return Generated("ils_redact.patron_ids_known(bigint[])", "owner", create, (),
                      "which ids are patrons (for request_create; executable by no one else)")
 
@@ -239,12 +246,9 @@ BEGIN
 END
 """).format(allow=allow, text_rows=_branches(rules, catalog, "text"),
             json_rows=_branches(rules, catalog, "json"))
-    create = _s(sql.SQL(
-        "CREATE OR REPLACE FUNCTION ils_redact.export(p_request bigint, p_format text)\n"
-        "    RETURNS TABLE (audit_seq bigint, document text, manifest jsonb)\n"
-        "    LANGUAGE plpgsql VOLATILE SECURITY DEFINER\n"
-        "    SET search_path = pg_catalog, pg_temp\n"
-        "AS $fn${}$fn$").format(body))
+    create = definer_function(
+        sql.SQL("ils_redact.export(p_request bigint, p_format text)"),
+        "TABLE (audit_seq bigint, document text, manifest jsonb)", "plpgsql", "VOLATILE", body)
     return Generated("ils_redact.export(bigint, text)", "disclosure", create, ("exporter",),
                      "the logged export: identity rows of one approved request's patrons")
 
