@@ -550,16 +550,22 @@ def fill(conn: Any, *, patrons: int = 2_000, circulations: int | None = None,
             "branchcode": "'CPL'",
         })
         queue = min(items, max(5, holds // 2))
+        holder = f"1 + {_h('hq')} % {patrons}"
+
+        def of_holder(col: str) -> str:  # one primary-key lookup per row, whatever the stats
+            return (f"(SELECT b.{_q(col)} FROM borrowers b "  # noqa: S608 - fixture
+                    f"WHERE b.borrowernumber = {holder})")
+
         ins("tmp_holdsqueue", queue, {
             "biblionumber": f"1 + (seq - 1) % {biblios}",
             "itemnumber": "seq",
             "barcode": "CONCAT('3', LPAD(seq, 11, '0'))",
-            "surname": "b.surname", "firstname": "b.firstname", "phone": "b.phone",
-            "borrowernumber": "b.borrowernumber", "cardnumber": "b.cardnumber",
+            "surname": of_holder("surname"), "firstname": of_holder("firstname"),
+            "phone": of_holder("phone"), "borrowernumber": holder,
+            "cardnumber": of_holder("cardnumber"),
             "reservedate": "'2024-12-01'", "title": "'On hold'",
             "holdingbranch": "'CPL'", "pickbranch": "'CPL'", "item_level_request": "0",
-        }, source=f"seq_1_to_{queue} JOIN borrowers b ON b.borrowernumber = "
-                  f"1 + {_h('hq')} % {patrons}")
+        })
         ins("pseudonymized_transactions", max(10, circulations // 10), {
             "hashed_borrowernumber": f"LEFT(SHA2(CONCAT('salt', {patron}), 256), 60)",
             "has_cardnumber": "1",
