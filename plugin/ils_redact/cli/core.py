@@ -98,7 +98,9 @@ def uninstall(ctx: CliContext, lock_timeout: str, discard_audit: bool, yes: bool
 
 
 def _status_text(s: dict[str, Any]) -> str:
-    lines = [f"database        {s['database']} (PostgreSQL {s['server_version']})"]
+    engine = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}.get(s.get("engine", ""), "")
+    lines = [f"database        {s['database']} ({engine} {s['server_version']})".replace(
+        "( ", "(")]
     if not s["installed"]:
         lines.append("installed       no")
     else:
@@ -130,6 +132,7 @@ def status(ctx: CliContext) -> None:
     with ctx.connect() as conn:
         with conn.transaction(force_rollback=True):
             s = ctx.backend.status(conn, ctx.rules)
+    s.setdefault("engine", ctx.adapter.engine)
     ctx.emit(s, _status_text)
     if s["installed"] and not s["in_sync"]:
         raise SystemExit(EXIT_VIOLATION)
