@@ -1,12 +1,15 @@
 """``ils-redact stats list`` and ``stats run``: suppressed reports for the statistics role.
 
 Connects as the login given by ``--dsn`` (a member of the stats role: ``ils-redact staff
-grant LOGIN --role stats``); the reports are described by the database itself.
+grant LOGIN --role stats``); the reports are described by the database itself, so no
+rules file is needed, and the engine is the DSN's (``mysql://`` for Koha on MariaDB).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -14,7 +17,24 @@ import click
 from ..stats import render as render_mod
 from ..stats import run as run_mod
 from . import cli
-from .context import CliContext, pass_ctx
+from .context import CliContext, dsn_engine, pass_ctx
+
+
+@contextmanager
+def _connect(ctx: CliContext) -> Any:
+    """(connection, the module that lists and runs reports) for the DSN's engine."""
+    from ..backends import get_backend
+
+    dsn = ctx.require_dsn()
+    engine = dsn_engine(dsn)
+    runner: ModuleType = run_mod
+    kwargs: dict[str, Any] = {}
+    if engine == "mariadb":
+        from ..backends.mariadb import stats_run as runner
+
+        kwargs["autocommit"] = True  # each statement of a report commits its work rows
+    with get_backend(engine).connect(dsn, debug=ctx.debug, **kwargs) as conn:
+        yield conn, runner
 
 
 @cli.group()
@@ -26,8 +46,8 @@ def stats() -> None:
 @pass_ctx
 def stats_list(ctx: CliContext) -> None:
     """The reports installed in this database."""
-    with ctx.connect() as conn:
-        reports = run_mod.list_reports(conn)
+    with _connect(ctx) as (conn, runner):
+        reports = runner.list_reports(conn)
 
     def text(data: Any) -> str:
         lines = []
@@ -61,8 +81,8 @@ def stats_run(ctx: CliContext, name: str, period_from: str | None, period_to: st
     """Run report NAME over whole months."""
     lo = run_mod.parse_month(period_from, "--from")
     hi = run_mod.parse_month(period_to, "--to")
-    with ctx.connect() as conn:
-        result = run_mod.run_report(conn, name, lo, hi)
+    with _connect(ctx) as (conn, runner):
+        result = runner.run_report(conn, name, lo, hi)
     text = render_mod.render(result, out_fmt)
     if output:
         Path(output).write_text(text, encoding="utf-8")

@@ -29,15 +29,31 @@ _TIME_TYPES = ("date", "timestamp")
 
 
 def gate_sql(r: CustomReport, catalog: Catalog) -> str:
-    """The report as one SQL statement, for the gate (PostgreSQL spelling)."""
+    """The report as one SQL statement, for the gate (in the catalog's dialect)."""
     rel = catalog.qualify(r.source)
     schema, _, name = rel.partition(".")
+    if catalog.engine == "mariadb":
+        return _gate_sql_mysql(r, schema, name)
     cols = [f't."{c}"' for c in r.group_by]
     period = [f"date_trunc('month', t.\"{r.time_column}\") AS period"] if r.time_column else []
     group = ", ".join(str(i) for i in range(1, len(period) + len(cols) + 1))
     return (f"SELECT {', '.join(period + cols)}, count(*) AS records, "  # noqa: S608 - checked
             f"count(DISTINCT t.\"{r.patron_column}\") AS patrons "
             f"FROM \"{schema}\".\"{name}\" AS t GROUP BY {group}")
+
+
+def _gate_sql_mysql(r: CustomReport, schema: str, name: str) -> str:
+    def q(x: str) -> str:
+        return "`" + x.replace("`", "``") + "`"
+
+    cols = [f"t.{q(c)}" for c in r.group_by]
+    # the month as YEAR() and MONTH(), which the gate reads as plain conversions
+    period = ([f"YEAR(t.{q(r.time_column)}) AS period_year",
+               f"MONTH(t.{q(r.time_column)}) AS period_month"] if r.time_column else [])
+    group = ", ".join(str(i) for i in range(1, len(period) + len(cols) + 1))
+    return (f"SELECT {', '.join(period + cols)}, COUNT(*) AS records, "  # noqa: S608 - checked
+            f"COUNT(DISTINCT t.{q(r.patron_column)}) AS patrons "
+            f"FROM {q(schema)}.{q(name)} AS t GROUP BY {group}")
 
 
 def custom_reports(rules: Rules, catalog: Catalog, standard: list[Report]) -> list[Report]:
@@ -63,7 +79,8 @@ def custom_reports(rules: Rules, catalog: Catalog, standard: list[Report]) -> li
         return []
     taken = {r.name for r in standard} | HELPERS
     ids = patron_identifiers(rules, catalog)
-    gate = Gate(rules, catalog, "report", cache_size=0)
+    gate = Gate(rules, catalog, "report", cache_size=0,
+                dialect="mysql" if catalog.engine == "mariadb" else "postgres")
     out: list[Report] = []
     for i, r in enumerate(stats.reports):
         path = ("statistics", "reports", i)

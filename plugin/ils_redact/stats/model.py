@@ -43,7 +43,8 @@ class Dim:
 
     ``kind`` ``value`` groups by the column itself; ``age_band`` groups a date of birth
     into ten-year bands of the age at the measure's time (the date itself never leaves
-    the database).
+    the database).  ``fallback``: (alias, column) pairs used, in order, where the column
+    is NULL (Koha's item type: ``items.itype``, else ``biblioitems.itemtype``).
     """
 
     title: str
@@ -51,6 +52,7 @@ class Dim:
     column: str
     kind: str = "value"
     lookup: Lookup | None = None
+    fallback: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ class Measure:
     library, profile and birth year) are combined, which undercounts people who share
     all of them: a lower bound, so a cell released with k such combinations has at least
     k patrons.  ``time_column`` None: one page for all time (custom reports only).
+
+    ``also``: relations with the same columns whose rows are counted too, as one source
+    (Koha keeps current loans in ``issues`` and returned ones in ``old_issues``; a patron
+    in both is still one patron).  ``only``: (column, value) equalities a record of ``t``
+    must meet (Koha's filled holds: ``found = 'F'``).  Both are MariaDB-only so far.
     """
 
     name: str
@@ -71,6 +78,19 @@ class Measure:
     rows: Dim
     cols: Dim | None = None
     joins: tuple[Join, ...] = ()
+    also: tuple[str, ...] = ()
+    only: tuple[tuple[str, str], ...] = ()
+
+    def source_columns(self) -> set[str]:
+        """The columns of ``t`` the measure reads (each relation of ``also`` has them)."""
+        out = set(self.patron) | {c for c, _ in self.only}
+        if self.time_column:
+            out.add(self.time_column)
+        out |= {j.ref_column for j in self.joins if j.ref_alias == "t"}
+        for d in (self.rows, self.cols):
+            if d is not None:
+                out |= {c for a, c in ((d.alias, d.column), *d.fallback) if a == "t"}
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,17 +119,16 @@ class Report:
         out: dict[str, set[str]] = {}
         for m in self.measures:
             alias = {"t": m.relation, **{j.alias: j.relation for j in m.joins}}
-            t = out.setdefault(m.relation, set())
-            t.update(m.patron)
-            if m.time_column:
-                t.add(m.time_column)
+            for rel in (m.relation, *m.also):
+                out.setdefault(rel, set()).update(m.source_columns())
             for j in m.joins:
                 out.setdefault(j.relation, set()).add(j.column)
                 out.setdefault(alias[j.ref_alias], set()).add(j.ref_column)
             for d in (m.rows, m.cols):
                 if d is None:
                     continue
-                out.setdefault(alias[d.alias], set()).add(d.column)
+                for a, c in ((d.alias, d.column), *d.fallback):
+                    out.setdefault(alias[a], set()).add(c)
                 if d.lookup:
                     out.setdefault(d.lookup.relation, set()).update(
                         (d.lookup.key, d.lookup.label))

@@ -22,6 +22,7 @@ import json
 from psycopg import sql
 
 from ..backends.postgresql.generated import Generated, definer_function
+from ..errors import IlsRedactError
 from .model import Dim, Measure, Report
 
 SCHEMA = "ils_redact_stats"
@@ -87,6 +88,9 @@ def aggregate_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composa
     """The plain GROUP BY: month, row, column, records, distinct patrons.  ``bounds``:
     the period's (lo, hi) expressions; None for all time.  ``patrons`` False leaves out
     the distinct count (a benchmark baseline only)."""
+    if m.also or m.only or any(d is not None and d.fallback for d in (m.rows, m.cols)):
+        raise IlsRedactError(f"measure {m.name}: also/only/fallback are not supported on "
+                             "PostgreSQL")
     joins = sql.SQL("").join(
         sql.SQL(" LEFT JOIN {} AS {} ON {} = {}").format(
             _rel(j.relation), sql.Identifier(j.alias), _col(j.alias, j.column),

@@ -38,8 +38,9 @@ from .generated import Generated, generated_objects, koha_table, settings, setti
 from .layer import Statement, bootstrap, layer_files, layer_objects, layer_version_available
 from .sqltext import SQL_MODE, account, grantee_sql, ident, is_compound, literal, qname
 from .state import OWNER_HOST, Grant, MariaState, fingerprint_sql
+from .stats import PROC_PREFIX, stats_grants, stats_objects
 
-ROLE_KINDS = ("admin", "disclosure", "exporter", "stats")
+ROLE_KINDS = ("admin", "disclosure", "exporter", "stats", "stats_owner")
 
 _ROLE_WHY = {
     "admin": "staff who manage disclosure requests act through this role's procedures",
@@ -47,6 +48,8 @@ _ROLE_WHY = {
                   "(through the layer's definer views; nothing on the Koha tables)",
     "exporter": "staff who may only call the logged export procedure",
     "stats": "reads suppressed aggregate reports only",
+    "stats_owner": "definer of the statistics reports (never granted to anybody): reads "
+                   "only the Koha columns they count",
 }
 
 #: what the definer account needs on the layer's tables (its routines and views run as it)
@@ -68,7 +71,8 @@ _ROLE_ROUTINES = {
                    ("PROCEDURE", "audit_append"), ("PROCEDURE", "log_refusal"),
                    ("FUNCTION", "csv_cell")),
     "exporter": (("PROCEDURE", "export"), ("PROCEDURE", "log_refusal")),
-    "stats": (),
+    "stats": (),  # the reports: stats.stats_grants
+    "stats_owner": (),
 }
 _ADMIN_TABLES = ("request", "request_patron", "audit_log", "setting")
 
@@ -202,6 +206,7 @@ def desired_grants(rules: Rules, catalog: Catalog, n: Names,
             out.add(Grant(n.roles[kind], rtype.lower(), n.layer, name, "EXECUTE"))
     for table in _ADMIN_TABLES:
         out.add(Grant(n.roles["admin"], "table", n.layer, table, "SELECT"))
+    out |= stats_grants(rules, catalog, n.layer, n.roles)
     return out
 
 
@@ -356,7 +361,7 @@ def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan
         steps.extend(_fingerprint_steps(layer, layer_objects()))
 
     want = settings(rules)
-    generated = generated_objects(rules, catalog, layer)
+    generated = generated_objects(rules, catalog, layer) + stats_objects(rules, catalog, layer)
     if (state.settings or {}) != want:
         steps.append(Step("settings", f"{layer}.setting", settings_sql(layer, want),
                           "limits from the rules that the database itself enforces"))
@@ -386,6 +391,14 @@ def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan
             steps.append(Step("revoke-role", f"role {member}",
                               f"REVOKE {ident(role)} FROM {ident(member)}",
                               f"{member} must not inherit role {role}"))
+    # reports no longer in the rules: their grants were revoked above
+    wanted = {g.key for g in generated}
+    for key, obj in sorted(state.objects.items()):
+        if obj.objtype == "PROCEDURE" and obj.name.startswith(PROC_PREFIX) and key not in wanted:
+            steps.append(Step("drop", key, f"DROP PROCEDURE IF EXISTS {qname(layer, obj.name)}",
+                              f"{key}: no longer a statistics report in the rules"))
+            if state.record(key):
+                steps.append(Step("record", key, unrecord_sql(layer, key)))
     for group in grouped(desired - actual):
         steps.append(Step("record", group[0].key, records_sql(layer, [
             ("grant", g.key, g.to_json(), None) for g in group])))
@@ -413,6 +426,12 @@ def _fingerprint_steps(layer: str, objects: dict[str, Statement]) -> list[Step]:
 
 
 def _grant_why(g: Grant, n: Names) -> str:
+    if g.grantee == n.roles["stats_owner"]:
+        if g.level == "column":
+            return f"the statistics reports count {g.db}.{g.name} (column grant, never table)"
+        if g.level == "table":
+            return f"the statistics reports' work table {g.db}.{g.name}"
+        return f"the statistics reports run {g.db}.{g.name} as {g.grantee}"
     if g.grantee == n.owner:
         if g.level == "column":
             return (f"the definer reads {g.db}.{g.name} identity columns for the views "
