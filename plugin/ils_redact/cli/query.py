@@ -1,9 +1,10 @@
-"""query: run one staff query through the gate, logged like an export (PostgreSQL).
+"""query: run one staff query through the gate, logged like an export.
 
-A thin layer over :func:`ils_redact.gate.execute.run_query`: the rows go to stdout in
-the chosen format, a one-line JSON summary (rows, sha256, audit entries) to stderr, and
-refusals to stderr one finding per line.  Database errors are shown by SQLSTATE class
-only; ``--debug`` adds the server's text.
+A thin layer over :func:`ils_redact.gate.execute.run_query` (PostgreSQL) and
+:func:`ils_redact.gate.execute_mariadb.run_query` (Koha on MariaDB): the rows go to
+stdout in the chosen format, a one-line JSON summary (rows, sha256, audit entries) to
+stderr, and refusals to stderr one finding per line.  Database errors are shown by
+SQLSTATE class (MariaDB: error number) only; ``--debug`` adds the server's text.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _read_sql(sql: str | None) -> str:
 @cli.command("query")
 @click.option("--profile", type=click.Choice(["disclosure", "stats"]), required=True,
               help="disclosure (identity columns of a request's patrons, logged) or stats "
-                   "(the suppressed views in ils_redact_stats).")
+                   "(the suppressed views in ils_redact_stats; none on Koha: use `stats run`).")
 @click.option("--request", "request_id", type=click.IntRange(min=1), metavar="ID",
               help="The approved request the query serves (disclosure: required).")
 @click.option("--format", "out_fmt", type=click.Choice(FORMATS), default="table",
@@ -45,18 +46,27 @@ def query_cmd(ctx: CliContext, profile: str, request_id: int | None, out_fmt: st
     Read-only, with the rules' statement timeout and row cap; a disclosure query is
     logged before any row is read and again with the hash of what was printed.
     """
-    if ctx.adapter.engine != "postgresql":
-        raise IlsRedactError(f"query runs on PostgreSQL; {ctx.adapter.name} uses "
-                             f"{ctx.adapter.engine}")
     text = _read_sql(sql)
     if not text.strip():
         raise IlsRedactError("no SQL given: pass it as an argument or on stdin")
+    runner = run_query
     with ctx.connect() as conn:
-        catalog = load_catalog(catalog_path) if catalog_path else ctx.backend.read_catalog(conn)
+        if ctx.adapter.engine == "mariadb":
+            from ..backends.mariadb.connection import current_database
+            from ..gate import execute_mariadb
+
+            runner = execute_mariadb.run_query
+            # a restricted login sees no Koha table in information_schema: the adapter's
+            # schema facts, named after this database
+            catalog = (load_catalog(catalog_path) if catalog_path else
+                       execute_mariadb.catalog_for(ctx.adapter, current_database(conn)))
+        else:
+            catalog = (load_catalog(catalog_path) if catalog_path
+                       else ctx.backend.read_catalog(conn))
         conn.commit()
         try:
-            outcome = run_query(conn, ctx.rules, catalog, text, profile=profile,
-                                request_id=request_id, fmt=out_fmt)
+            outcome = runner(conn, ctx.rules, catalog, text, profile=profile,
+                             request_id=request_id, fmt=out_fmt)
         except QueryRefused as exc:
             for f in exc.findings:
                 click.echo(f"{f.code} {f.object or '-'} {f.where()} {f.message}", err=True)
