@@ -1,6 +1,7 @@
 """pytest plugin: a library's CI runs ``ils-redact verify`` as its own tests.
 
     pytest --ils-redact-dsn postgresql://postgres@db/evergreen --ils-redact-rules rules.yaml
+    pytest --ils-redact-dsn mysql://root@db:3306/koha --ils-redact-rules koha_rules.yaml
 
 adds one test per verify check: per restricted role (``catalog/disclosure``), per role and
 relation (``empirical/disclosure/action.circulation``), per role for the functions, per
@@ -37,11 +38,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ils-redact", "ils-redact verify: the confidentiality rules as "
                                           "tests")
     group.addoption("--ils-redact-dsn", metavar="DSN", default=None,
-                    help="Superuser DSN of the ILS database to verify (enables the plugin).")
+                    help="Superuser (administrator) DSN of the ILS database to verify: "
+                         "postgresql://... or mysql://... (enables the plugin).")
     group.addoption("--ils-redact-rules", metavar="FILE", default=None,
                     help="The rules file the database was installed with.")
     group.addoption("--ils-redact-ils-config", metavar="PATH", default=None,
-                    help="Evergreen's opensrf.xml: check the reporter's database logins.")
+                    help="Evergreen's opensrf.xml or Koha's koha-conf.xml: check the "
+                         "logins reports run as.")
     group.addoption("--ils-redact-backup-role", metavar="ROLE", action="append", default=[],
                     help="A login that runs pg_dump or replication (repeatable).")
     group.addoption("--ils-redact-strict", action="store_true", default=False,
@@ -107,14 +110,16 @@ class CheckItem(pytest.Item):
 
 
 def _run(opts: dict[str, Any]) -> tuple[list[Check] | None, str | None]:
-    from .backends.postgresql import connect
+    from .adapters import get_adapter
+    from .backends import get_backend
     from .errors import IlsRedactError
     from .rules import load_rules
     from .verify import verify
 
     try:
         rules = load_rules(opts["rules"])
-        with connect(opts["dsn"]) as conn:
+        backend = get_backend(get_adapter(rules.adapter).engine)  # PostgreSQL or MariaDB
+        with backend.connect(opts["dsn"]) as conn:
             report = verify(conn, rules, ils_config=opts["ils_config"],
                             backup_roles=opts["backup_roles"], exhaustive=opts["exhaustive"],
                             strict=opts["strict"])

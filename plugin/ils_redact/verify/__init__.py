@@ -10,7 +10,9 @@ Run after every ILS upgrade and in a library's CI.  Four parts, each a list of c
 4. drift (``drift``): what ``ils-redact plan`` would change.
 
 Everything runs in one read-only transaction that is rolled back: verify changes nothing,
-and it needs a superuser (it must ``SET ROLE`` to each restricted role).
+and it needs a superuser (it must ``SET ROLE`` to each restricted role).  Rules for an ILS
+on MariaDB (Koha) are verified by ``ils_redact.verify.mariadb``, with the same checks,
+findings and report.
 
 Public API: :func:`verify` -> :class:`Report` (``exit_code`` 0 all hold, 1 a violation;
 errors raise :class:`~ils_redact.errors.IlsRedactError`, exit 2), :class:`Check`,
@@ -26,6 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from ..adapters import get_adapter
 from ..backends.postgresql.connection import require_superuser
 from ..backends.postgresql.introspect import read_catalog
 from ..backends.postgresql.state import read_state
@@ -47,6 +50,14 @@ def verify(conn: psycopg.Connection, rules: Rules, *, ils_config: Path | str | N
            backup_roles: Iterable[str] = (), exhaustive: bool = False,
            strict: bool = False) -> Report:
     """Every check, on the database ``conn`` is connected to (as a superuser, idle)."""
+    if get_adapter(rules.adapter).engine == "mariadb":
+        if tuple(backup_roles):
+            raise IlsRedactError("--backup-role applies to PostgreSQL (row-level security "
+                                 "breaks backup logins there); MariaDB has none")
+        from .mariadb import verify as verify_mariadb
+
+        return verify_mariadb(conn, rules, ils_config=ils_config,  # type: ignore[arg-type]
+                              exhaustive=exhaustive, strict=strict)
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise StateError("verify needs a connection with no transaction open")
     started = time.perf_counter()

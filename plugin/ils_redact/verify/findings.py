@@ -32,6 +32,12 @@ CODES: dict[str, str] = {
     "C-MISSING": "a privilege the rules give is not held: the role cannot do its job",
     "C-LAYER-FUNCTION": "a layer function a restricted role calls was altered (owner, search_path)",
     "C-LOGIN": "a login that reaches a restricted role bypasses it or holds more than it allows",
+    # MariaDB (Koha): privileges at levels PostgreSQL does not have, and the definer account
+    "C-GLOBAL": "a global privilege (ON *.*) on a restricted role, through a role or PUBLIC",
+    "C-DATABASE": "a database-level privilege (ON db.*) on a restricted role: every table, "
+                  "those added later too",
+    "C-DEFINER": "the layer's definer account (or definer role) holds more than the layer "
+                 "gives it or a role, or the definer role is granted to someone",
     # empirical proof: the same, as the role, on the live database
     "E-READABLE": "the role read columns the rules close to it",
     "E-CLOSED": "the role could not read columns the rules give it",
@@ -51,6 +57,10 @@ CODES: dict[str, str] = {
     "H-BACKUP-ROLE": "a backup or replication role that row-level security now breaks",
     "H-REPORTER-SUPERUSER": "the ILS reporter connects as a role that bypasses row-level security",
     "H-REPORTER-UNKNOWN-ROLE": "the ILS reporter's role does not exist here: not checked",
+    "H-ANONYMOUS": "an anonymous account (''@host) holds or can take a restricted role",
+    "H-DEFINER-UNLOCKED": "the layer's definer account is not locked: a login reads what the "
+                          "views read",
+    "H-STALE-PROBE": "a probe login left on the server by a verify that did not finish",
     # drift
     "D-DRIFT": "the plan the rules produce today differs from what the catalog holds",
 }

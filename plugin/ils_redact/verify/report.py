@@ -32,6 +32,8 @@ class Report:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     strict: bool = False
+    #: the server, as the text report names it
+    engine: str = "PostgreSQL"
 
     @property
     def findings(self) -> list[Finding]:
@@ -66,6 +68,7 @@ class Report:
             statuses[c.status(self.strict)] += 1
         return {
             "database": self.database,
+            "engine": self.engine,
             "server_version": self.server_version,
             "rules": self.rules,
             "rules_sha256": self.rules_sha256,
@@ -106,7 +109,7 @@ class Report:
         return out
 
     def text(self) -> str:
-        lines = [f"ils-redact verify: database {self.database} (PostgreSQL "
+        lines = [f"ils-redact verify: database {self.database} ({self.engine} "
                  f"{self.server_version}), rules {self.rules} (sha256 {self.rules_sha256[:16]})",
                  "restricted roles: " + ", ".join(f"{k} {v}" for k, v in self.roles.items()),
                  ""]
