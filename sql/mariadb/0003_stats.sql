@@ -17,9 +17,11 @@
 --   routine belongs to the caller's session, and once it exists the server checks no
 --   privilege on it: a report stopped half-way (KILL QUERY, max_statement_time, which no
 --   handler catches) would leave the raw counts readable by the caller.  These are
---   ordinary InnoDB tables the stats role holds nothing on; rows carry the caller's
+--   ordinary tables the stats role holds nothing on; rows carry the caller's
 --   CONNECTION_ID() and are deleted at the end of every run (and by the next run of the
---   same connection, if one was stopped).
+--   same connection, if one was stopped).  They are Aria, not InnoDB: scratch rows need
+--   no transaction, and InnoDB's gap locks on the (conn, ...) key made two reports run
+--   in callers' open transactions deadlock; Aria locks per statement.
 -- * No raw value in the caller's session: only DECLAREd variables (never @user
 --   variables), and every run ends with a DELETE, which clears the diagnostics area, so
 --   SHOW WARNINGS after CALL shows nothing of what the routines computed.
@@ -41,7 +43,7 @@ CREATE TABLE IF NOT EXISTS {layer}.stats_cell (
     np         BIGINT NOT NULL,            -- distinct patrons (a lower bound for totals)
     s          TINYINT NOT NULL DEFAULT 0, -- suppressed
     PRIMARY KEY (conn, page, r, c)
-) ENGINE=InnoDB;
+) ENGINE=Aria TRANSACTIONAL=0;
 
 CREATE TABLE IF NOT EXISTS {layer}.stats_page (
     conn  BIGINT UNSIGNED NOT NULL,
@@ -52,7 +54,7 @@ CREATE TABLE IF NOT EXISTS {layer}.stats_page (
     -- 2: a table with row totals, column totals and the grand total
     mode  TINYINT NOT NULL,
     PRIMARY KEY (conn, page)
-) ENGINE=InnoDB;
+) ENGINE=Aria TRANSACTIONAL=0;
 
 -- Arrays for the graph routines: fixed-width strings of six-digit numbers, 1-based.
 CREATE OR REPLACE DEFINER={stats_owner} FUNCTION {layer}.stats_at(p_a LONGTEXT, p_i INT)
@@ -214,9 +216,7 @@ BEGIN
 END$$
 DELIMITER ;
 
--- The work rows of this connection, gone.  The check first: a DELETE of rows that do
--- not exist would lock the gap where they would be, and two concurrent runs would wait
--- for each other's gaps.
+-- The work rows of this connection, gone (checked first: usually there are none).
 DELIMITER $$
 CREATE OR REPLACE DEFINER={stats_owner} PROCEDURE {layer}.stats_clear()
     MODIFIES SQL DATA SQL SECURITY DEFINER

@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import random
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from fractions import Fraction
@@ -497,6 +498,39 @@ def test_a_running_report_locks_no_koha_row(world) -> None:
                                  f"renewals_count {step} WHERE issue_id = 5000").rowcount
                 assert n == 1
         c.rollback()
+
+
+def test_concurrent_runs_do_not_interfere(world) -> None:
+    """Four logins, two reports each at a time, in open transactions and in autocommit:
+    every result is the one a lone run gives (work rows are per connection, and scratch
+    rows take no row locks that two callers' transactions could deadlock on)."""
+    db, login = world
+    reports = ["circ_by_branch_itemtype", "transactions_by_branch_type", "circ_by_category",
+               "holds_by_pickup_branch"]
+    want = {r: run(db, login, r).entries for r in reports}
+    users = [login] + [db.login(f"conc{i}", "stats") for i in range(3)]
+    problems: list[str] = []
+
+    def work(user: str, autocommit: bool) -> None:
+        with db.connect(user, autocommit=autocommit) as c:
+            for i in range(4):
+                r = reports[(i + users.index(user)) % len(reports)]
+                try:
+                    if stats_run.run_report(c, r).entries != want[r]:
+                        problems.append(f"{user} {r}: different entries")
+                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                    problems.append(f"{user} {r}: {exc}")
+                if not autocommit:
+                    c.commit()
+
+    for autocommit in (True, False):
+        threads = [threading.Thread(target=work, args=(u, autocommit)) for u in users]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert problems == []
+    assert db.scalar(f"SELECT COUNT(*) FROM {ident(db.layer)}.stats_cell") == 0
 
 
 # -- custom reports ------------------------------------------------------------------------
