@@ -218,6 +218,25 @@ def test_needs_an_administrator(world, tmp_path: Path) -> None:
     assert f"verify must run as an administrator account; {staff.alice}@%" in run.stderr
 
 
+def test_another_administrator_is_told_who_can_verify(world, tmp_path: Path) -> None:
+    """MariaDB lets only a holder WITH ADMIN OPTION grant a role, ALL PRIVILEGES or not:
+    verify says so before it changes anything, and names the account that can."""
+    db, _ = world
+    dba = f"{db.prefix}dba"
+    execute(db, f"CREATE USER {account(dba, '%')} IDENTIFIED BY 'Sekr1t-pw'",
+            f"GRANT ALL PRIVILEGES ON *.* TO {account(dba, '%')} WITH GRANT OPTION")
+    try:
+        run = verify_cli(db, tmp_path, user=dba)
+        assert run.returncode == 2
+        assert f"{dba}@% does not hold {db.role('disclosure')}, {db.role('stats')}, " \
+            f"{db.role('exporter')} WITH ADMIN OPTION" in run.stderr
+        installer = db.scalar("SELECT CURRENT_USER()")
+        assert f"run verify as {installer} (the account that ran install" in run.stderr
+        assert probe_logins(db) == []
+    finally:
+        execute(db, f"DROP USER {account(dba, '%')}")
+
+
 def test_rules_naming_a_missing_table_are_an_error(world, tmp_path: Path) -> None:
     db, _ = world
     rules = write_koha_rules(tmp_path, db.prefix,

@@ -17,8 +17,10 @@ owners; roles, PUBLIC since 10.11, definer views and routines, anonymous account
 4. drift (``drift``): what ``ils-redact plan`` would change.
 
 Everything is read in one read-only transaction first; the probe login is the only thing
-written, and it is dropped before verify returns (see ``probe``).  Verify needs an
-administrator (as install does): it reads the grant tables and creates the probe login.
+written, and it is dropped before verify returns (see ``probe``).  Verify needs the
+administrator that ran install: it reads the grant tables, creates the probe login, and
+grants it the restricted roles, which MariaDB allows only to a holder WITH ADMIN OPTION
+(``CREATE ROLE`` made the installing account one).
 
 Public API: :func:`verify` -> :class:`~ils_redact.verify.report.Report`.
 """
@@ -33,6 +35,7 @@ import pymysql
 from ...backends.mariadb.apply import state_for
 from ...backends.mariadb.connection import (
     Connection,
+    current_account,
     current_database,
     require_admin,
     require_mariadb,
@@ -103,6 +106,20 @@ def context(conn: Connection, rules: Rules, *, ils_config: Path | str | None = N
     if missing:
         raise StateError(f"restricted role {', '.join(missing)} does not exist",
                          hint="run `ils-redact install` (dropped by hand?)")
+    # MariaDB lets only a holder WITH ADMIN OPTION grant a role, even to an administrator:
+    # the probe login needs the restricted roles, so verify runs as the installing account
+    me = "@".join(current_account(conn))
+    lacking = [names.roles[k] for k in RESTRICTED_KINDS
+               if not grants.admin_option(me, names.roles[k])]
+    if lacking:
+        installer = sorted({str(i.detail["admin"]) for i in state.installed_of("role")
+                            if i.detail.get("admin")})
+        raise StateError(
+            f"verify acts as each restricted role through a probe login it grants them to, "
+            f"and MariaDB lets only a holder WITH ADMIN OPTION grant a role; {me} does not "
+            f"hold {', '.join(lacking)} WITH ADMIN OPTION", hint=f"run verify as {' or '.join(installer)} (the "
+            "account that ran install holds the roles WITH ADMIN OPTION)" if installer else
+            "run verify as the account that ran install")
     recorded = [str(i.detail.get("database", "")) for i in state.installed_of("layer")]
     layers = (state.layer,) + tuple(sorted({d for d in recorded if d and d != state.layer}))
     views = read_views(conn)
