@@ -533,6 +533,36 @@ def test_concurrent_runs_do_not_interfere(world) -> None:
     assert db.scalar(f"SELECT COUNT(*) FROM {ident(db.layer)}.stats_cell") == 0
 
 
+def test_a_named_time_zone_is_the_servers_or_a_clear_error(koha: KohaDb,
+                                                           tmp_path: Path) -> None:
+    """statistics.time_zone: America/Chicago.  MariaDB knows named zones only from its
+    time zone tables: with them, the month boundaries are Chicago's; without them, the
+    report stops with a hint, and the caller's session is as it was."""
+    rules = write_koha_rules(tmp_path, koha.prefix, lambda text: text.replace(
+        "  k: 11 ", "  time_zone: America/Chicago\n  k: 11 ", 1))
+    res = run_cli("--dsn", koha.dsn, "--rules", str(rules), "install")
+    assert res.returncode == 0, res.stderr
+    login = koha.login("analyst", "stats")
+    known = koha.scalar("SELECT CONVERT_TZ('2024-01-01', '+00:00', 'America/Chicago') "
+                        "IS NOT NULL")
+    res = run_cli("--dsn", koha.dsn_as(login), "--format", "json", "stats", "run",
+                  "transactions_by_branch_type", "--format", "json")
+    if known:
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["report"]["time_zone"] == "America/Chicago"
+    else:
+        assert res.returncode == 2 and "time zone" in res.stderr, res.stderr
+        assert "mariadb-tzinfo-to-sql" in res.stderr
+    with koha.connect(login) as c:
+        c.execute("SET time_zone = '+02:00'")
+        try:
+            stats_run.run_report(c, "circ_by_category")
+        except IlsRedactError:
+            assert not known
+        assert c.execute("SELECT @@time_zone").fetchone()[0] == "+02:00"
+    assert koha.scalar(f"SELECT COUNT(*) FROM {ident(koha.layer)}.stats_cell") == 0
+
+
 # -- custom reports ------------------------------------------------------------------------
 
 def _with_reports(yaml_reports: str, k: int = K):

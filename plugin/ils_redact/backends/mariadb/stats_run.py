@@ -31,6 +31,7 @@ from .stats import CATALOG_PROC, procedure_name
 _DENIED = (1142, 1143, 1370)  # table, column, routine access denied
 _NO_ROUTINE = (1305, 1049)  # routine or database does not exist
 _SIGNAL = 1644
+_UNKNOWN_ZONE = 1298
 
 
 def _not_installed(code: int) -> IlsRedactError:
@@ -61,6 +62,12 @@ def _call(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
                     continue
             if code in _DENIED or code in _NO_ROUTINE:
                 raise _not_installed(code) from None
+            if code == _UNKNOWN_ZONE:
+                raise IlsRedactError(
+                    "the server does not know the report's time zone (statistics.time_zone; "
+                    "MariaDB error 1298)",
+                    hint="load the time zone tables (mariadb-tzinfo-to-sql "
+                         "/usr/share/zoneinfo | mariadb mysql), or use time_zone: UTC") from None
             raise IlsRedactError(f"the statistics report failed (MariaDB error {code})",
                                  hint="--debug shows the server's message") from None
         finally:
