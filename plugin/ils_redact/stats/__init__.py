@@ -7,7 +7,10 @@ are owned by ``<prefix>stats_owner`` (NOLOGIN, never granted to a person), which
 SELECT on exactly the columns the reports read.  Code: :mod:`.model` (reports as data),
 ``adapters/<ils>/reports.py`` (the standard reports), :mod:`.custom` (the rules' own,
 checked by the query gate), :mod:`.pgsql` (SQL), :mod:`.run` and :mod:`.render`, and
-``sql/postgresql/0003_stats.sql`` (suppression).
+``sql/postgresql/0003_stats.sql`` (suppression).  On MariaDB (Koha) the same reports and
+the same suppression run as SQL SECURITY DEFINER procedures of a ``stats_owner`` role
+granted to nobody: ``backends/mariadb/stats.py``, ``stats_run.py`` and
+``sql/mariadb/0003_stats.sql``.
 
 What is released, and why it is safe
 ====================================
