@@ -11,6 +11,11 @@
 -- nothing else: not these helpers, not a table, not a base relation of the ILS.
 --
 -- Why the algorithm is what it is: see plugin/ils_redact/stats/__init__.py.
+--
+-- The helpers are PARALLEL SAFE (pure computation, no table, no write): a parallel-unsafe
+-- function anywhere in a report's query would keep PostgreSQL from scanning the
+-- circulation table with parallel workers, as the owner's own GROUP BY does (measured:
+-- 1.35x the owner's time at 4 million circulations, 0.92x with it).
 
 CREATE SCHEMA ils_redact_stats AUTHORIZATION {stats_owner};
 COMMENT ON SCHEMA ils_redact_stats IS
@@ -23,7 +28,7 @@ SET LOCAL ROLE {stats_owner};
 -- "up to the current month".
 CREATE FUNCTION ils_redact_stats.period_bounds(p_from date, p_to date, p_tz text,
                                                OUT lo timestamptz, OUT hi timestamptz)
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -59,7 +64,7 @@ $fn$;
 -- Iterative Tarjan over an adjacency array: O(vertices + edges).  0: no bridge.
 CREATE FUNCTION ils_redact_stats.first_bridge(p_nv integer, p_u integer[], p_v integer[])
     RETURNS integer
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -158,7 +163,7 @@ $fn$;
 CREATE FUNCTION ils_redact_stats.reachable(p_nv integer, p_u integer[], p_v integer[],
                                            p_skip integer, p_start integer)
     RETURNS boolean[]
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -197,7 +202,7 @@ CREATE FUNCTION ils_redact_stats.suppress_page(
         p_values bigint[], p_patrons bigint[])
     RETURNS TABLE (period date, measure text, kind text, row_value text, col_value text,
                    value bigint, suppressed boolean)
-    LANGUAGE plpgsql IMMUTABLE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
