@@ -480,6 +480,33 @@ def test_a_run_leaves_nothing_behind(world) -> None:
     assert db.scalar(f"SELECT COUNT(*) FROM {layer}.stats_page") == 0
 
 
+def test_an_interrupted_run_leaves_nothing_readable(world) -> None:
+    """max_statement_time stops a report wherever it is (no handler catches a kill): what
+    it computed so far is in work rows the login cannot read, and its next run is
+    right."""
+    db, login = world
+    layer = ident(db.layer)
+    stopped = 0
+    with db.connect(login) as c:
+        for limit in (0.001, 0.005, 0.02, 0.05):
+            c.execute(f"SET SESSION max_statement_time = {limit}")
+            try:
+                cur = c.execute(f"CALL {layer}.report_circ_by_branch_itemtype(NULL, NULL)")
+                cur.fetchall()
+                while cur.nextset():
+                    pass
+            except pymysql.err.MySQLError as exc:
+                assert exc.args[0] == 1969, exc
+                stopped += 1
+            assert _error(c, f"SELECT COUNT(*) FROM {layer}.stats_cell") == 1142
+            assert _error(c, f"SELECT COUNT(*) FROM {layer}.stats_page") == 1142
+        c.execute("SET SESSION max_statement_time = 0")
+        got = released(stats_run.run_report(c, "circ_by_branch_itemtype").entries)
+    assert stopped, "no run was stopped"
+    assert got == check_report(db, login, "circ_by_branch_itemtype")
+    assert db.scalar(f"SELECT COUNT(*) FROM {layer}.stats_cell") == 0
+
+
 def test_a_running_report_locks_no_koha_row(world) -> None:
     """An INSERT ... SELECT from the Koha tables would hold shared locks on every row it
     read until the caller commits; the reports read with a consistent read."""
