@@ -37,7 +37,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,11 +305,112 @@ def run_read_only(conn: psycopg.Connection, sql_text: str, *, row_cap: int,
     return columns, [tuple(r) for r in rows], len(rows) >= row_cap
 
 
+@dataclass(frozen=True)
+class QueryBackend:
+    """What differs between servers in :func:`run_gated`; the order of events does not.
+
+    ``failure`` turns a driver error into (sqlstate, the server's text for ``--debug``,
+    the fixed description the user is told, the fields of the ``query.failed`` entry).
+    """
+
+    dialect: str
+    check_request: Callable[[Any, int], RequestCheck]
+    audit_append: Callable[[Any, str, int | None, dict[str, Any]], int]
+    log_refusal: Callable[[Any, int | None, str], int | None]
+    run_read_only: Callable[..., tuple[tuple[str, ...], list[tuple[Any, ...]], bool]]
+    driver_error: type[Exception]
+    failure: Callable[[Any], tuple[str | None, str, str, dict[str, Any]]]
+
+
 def build_gate(rules: Rules, catalog: Catalog, profile: str, *, request_id: int | None,
-               search_path: Sequence[str], columns: Sequence[str] | None) -> Gate:
-    return Gate(rules, catalog, profile, request_id=request_id, dialect="postgres",
+               search_path: Sequence[str], columns: Sequence[str] | None,
+               dialect: str = "postgres") -> Gate:
+    return Gate(rules, catalog, profile, request_id=request_id, dialect=dialect,
                 search_path=tuple(search_path), cache_size=0,
                 require_request=profile == "disclosure", columns=columns)
+
+
+def run_gated(conn: Any, backend: QueryBackend, rules: Rules, catalog: Catalog,
+              sql_text: str, *, profile: str, request_id: int | None, fmt: str,
+              search_path: Sequence[str], context: dict[str, Any]) -> QueryOutcome:
+    """The order of events of the module docstring, for any server: check the request,
+    gate the text, commit ``query`` before any row is read, run only the regenerated
+    SQL read-only, render, commit ``query.finished``.  ``context`` goes into the
+    ``query`` entry (how names were resolved: the search path, the database)."""
+    if fmt not in FORMATS:
+        raise IlsRedactError(f"unknown output format {fmt!r}: {', '.join(FORMATS)}")
+    if profile not in ("disclosure", "stats"):
+        raise IlsRedactError(f"query runs the disclosure or stats profile, not {profile!r}")
+    logged = profile == "disclosure"
+    if logged and request_id is None:
+        raise IlsRedactError("a disclosure query serves one request: pass --request ID")
+    if not logged and request_id is not None:
+        raise IlsRedactError("--request applies to the disclosure profile only")
+    search_path = tuple(search_path)
+    columns: tuple[str, ...] | None = None
+    if logged:
+        assert request_id is not None
+        req = backend.check_request(conn, request_id)
+        conn.commit()  # keeps what the check swept (expired requests) and its entries
+        if not req.ok:
+            reason = f"request {request_id}: {req.reason}"
+            seq = backend.log_refusal(conn, request_id, reason)
+            raise QueryRefused(f"query refused: {reason}", audit_seq=seq)
+        columns = req.columns
+    gate = build_gate(rules, catalog, profile, request_id=request_id,
+                      search_path=search_path, columns=columns, dialect=backend.dialect)
+    result = gate.check(sql_text)
+    if not result.ok or result.sql is None:
+        seq = backend.log_refusal(conn, request_id, refusal_reason(result)) if logged else None
+        raise QueryRefused("query refused by the gate", result.findings, seq)
+    timeout_ms = rules.gate.statement_timeout_ms
+    row_cap = gate.profile.row_cap
+    query_seq = None
+    if logged:
+        query_seq = backend.audit_append(conn, "query", request_id, {
+            "profile": profile,
+            "sql_sha256": hashlib.sha256(sql_text.encode("utf-8")).hexdigest(),
+            "sql": result.sql,
+            **context,
+            "row_cap": row_cap,
+            "statement_timeout_ms": timeout_ms,
+        })
+    try:
+        cols, rows, capped = backend.run_read_only(conn, result.sql, row_cap=row_cap,
+                                                   timeout_ms=timeout_ms)
+    except backend.driver_error as exc:
+        state, detail, described, fields = backend.failure(exc)
+        seq = None
+        if logged:
+            try:
+                seq = backend.audit_append(conn, "query.failed", request_id, {
+                    "query_seq": query_seq, **fields, "error": described})
+            except (backend.driver_error, IlsRedactError):  # e.g. the connection is gone
+                with contextlib.suppress(backend.driver_error):
+                    conn.rollback()
+        raise QueryFailed(f"the database refused the query: {described}", sqlstate=state,
+                          detail=detail, audit_seq=seq) from None
+    document = render(cols, rows, fmt)
+    digest = hashlib.sha256(document).hexdigest()
+    finished_seq = None
+    if logged:
+        finished_seq = backend.audit_append(conn, "query.finished", request_id, {
+            "query_seq": query_seq, "rows": len(rows), "capped": capped,
+            "format": fmt, "sha256": digest})
+    return QueryOutcome(sql=result.sql, columns=cols, rows=rows, document=document,
+                        sha256=digest, capped=capped, query_seq=query_seq,
+                        finished_seq=finished_seq, search_path=search_path)
+
+
+def _pg_failure(exc: psycopg.Error) -> tuple[str | None, str, str, dict[str, Any]]:
+    state = exc.sqlstate
+    return state, str(exc).strip(), describe_sqlstate(state), {"sqlstate": state}
+
+
+POSTGRESQL = QueryBackend(dialect="postgres", check_request=check_request,
+                          audit_append=audit_append, log_refusal=log_refusal,
+                          run_read_only=run_read_only, driver_error=psycopg.Error,
+                          failure=_pg_failure)
 
 
 def run_query(conn: psycopg.Connection, rules: Rules, catalog: Catalog, sql_text: str, *,
@@ -320,68 +421,7 @@ def run_query(conn: psycopg.Connection, rules: Rules, catalog: Catalog, sql_text
     Raises :class:`QueryRefused` (gate or request refusal, logged), or
     :class:`QueryFailed` (the database refused or stopped it; logged for disclosure).
     """
-    if fmt not in FORMATS:
-        raise IlsRedactError(f"unknown output format {fmt!r}: {', '.join(FORMATS)}")
-    if profile not in ("disclosure", "stats"):
-        raise IlsRedactError(f"query runs the disclosure or stats profile, not {profile!r}")
-    logged = profile == "disclosure"
-    if logged and request_id is None:
-        raise IlsRedactError("a disclosure query serves one request: pass --request ID")
-    if not logged and request_id is not None:
-        raise IlsRedactError("--request applies to the disclosure profile only")
     search_path = session_search_path(conn)
-    columns: tuple[str, ...] | None = None
-    if logged:
-        assert request_id is not None
-        req = check_request(conn, request_id)
-        conn.commit()  # keeps what the check swept (expired requests) and its entries
-        if not req.ok:
-            reason = f"request {request_id}: {req.reason}"
-            seq = log_refusal(conn, request_id, reason)
-            raise QueryRefused(f"query refused: {reason}", audit_seq=seq)
-        columns = req.columns
-    gate = build_gate(rules, catalog, profile, request_id=request_id,
-                      search_path=search_path, columns=columns)
-    result = gate.check(sql_text)
-    if not result.ok or result.sql is None:
-        seq = log_refusal(conn, request_id, refusal_reason(result)) if logged else None
-        raise QueryRefused("query refused by the gate", result.findings, seq)
-    timeout_ms = rules.gate.statement_timeout_ms
-    row_cap = gate.profile.row_cap
-    query_seq = None
-    if logged:
-        query_seq = audit_append(conn, "query", request_id, {
-            "profile": profile,
-            "sql_sha256": hashlib.sha256(sql_text.encode("utf-8")).hexdigest(),
-            "sql": result.sql,
-            "search_path": list(search_path),
-            "row_cap": row_cap,
-            "statement_timeout_ms": timeout_ms,
-        })
-    try:
-        cols, rows, capped = run_read_only(conn, result.sql, row_cap=row_cap,
-                                              timeout_ms=timeout_ms)
-    except psycopg.Error as exc:
-        state = exc.sqlstate
-        message = f"the database refused the query: {describe_sqlstate(state)}"
-        seq = None
-        if logged:
-            try:
-                seq = audit_append(conn, "query.failed", request_id, {
-                    "query_seq": query_seq, "sqlstate": state,
-                    "error": describe_sqlstate(state)})
-            except psycopg.Error:  # e.g. the connection is gone: the first entry stands
-                with contextlib.suppress(psycopg.Error):
-                    conn.rollback()
-        raise QueryFailed(message, sqlstate=state, detail=str(exc).strip(),
-                          audit_seq=seq) from None
-    document = render(cols, rows, fmt)
-    digest = hashlib.sha256(document).hexdigest()
-    finished_seq = None
-    if logged:
-        finished_seq = audit_append(conn, "query.finished", request_id, {
-            "query_seq": query_seq, "rows": len(rows), "capped": capped,
-            "format": fmt, "sha256": digest})
-    return QueryOutcome(sql=result.sql, columns=cols, rows=rows, document=document,
-                        sha256=digest, capped=capped, query_seq=query_seq,
-                        finished_seq=finished_seq, search_path=search_path)
+    return run_gated(conn, POSTGRESQL, rules, catalog, sql_text, profile=profile,
+                     request_id=request_id, fmt=fmt, search_path=search_path,
+                     context={"search_path": list(search_path)})

@@ -36,9 +36,7 @@ run``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import pymysql
@@ -52,15 +50,12 @@ from ..errors import IlsRedactError
 from ..rules import Rules
 from .execute import (
     _BY_CLASS,
-    FORMATS,
-    QueryFailed,
+    QueryBackend,
     QueryOutcome,
     QueryRefused,
     RequestCheck,
-    refusal_reason,
-    render,
+    run_gated,
 )
-from .gate import Gate
 
 #: MariaDB error number -> what the restricted user is told
 _BY_CODE: dict[int, str] = {
@@ -202,11 +197,15 @@ def run_read_only(conn: Connection, sql_text: str, *, row_cap: int, timeout_ms: 
     return columns, [tuple(r) for r in rows], len(rows) >= row_cap
 
 
-def build_gate(rules: Rules, catalog: Catalog, profile: str, *, request_id: int | None,
-               search_path: Sequence[str], columns: Sequence[str] | None) -> Gate:
-    return Gate(rules, catalog, profile, request_id=request_id, dialect="mariadb",
-                search_path=tuple(search_path), cache_size=0,
-                require_request=profile == "disclosure", columns=columns)
+def _failure(exc: pymysql.err.MySQLError) -> tuple[str | None, str, str, dict[str, Any]]:
+    code, state, detail = _error(exc)
+    return state, detail, describe_error(code, state), {"error_code": code, "sqlstate": state}
+
+
+MARIADB = QueryBackend(dialect="mariadb", check_request=check_request,
+                       audit_append=audit_append, log_refusal=log_refusal,
+                       run_read_only=run_read_only, driver_error=pymysql.err.MySQLError,
+                       failure=_failure)
 
 
 def run_query(conn: Connection, rules: Rules, catalog: Catalog, sql_text: str, *,
@@ -217,72 +216,11 @@ def run_query(conn: Connection, rules: Rules, catalog: Catalog, sql_text: str, *
     Raises :class:`QueryRefused` (gate or request refusal, logged), or
     :class:`QueryFailed` (the database refused or stopped it; logged for disclosure).
     """
-    if fmt not in FORMATS:
-        raise IlsRedactError(f"unknown output format {fmt!r}: {', '.join(FORMATS)}")
-    if profile not in ("disclosure", "stats"):
-        raise IlsRedactError(f"query runs the disclosure or stats profile, not {profile!r}")
-    logged = profile == "disclosure"
-    if logged and request_id is None:
-        raise IlsRedactError("a disclosure query serves one request: pass --request ID")
-    if not logged and request_id is not None:
-        raise IlsRedactError("--request applies to the disclosure profile only")
     database = current_database(conn)
     if catalog.engine != "mariadb" or catalog.database != database:
         raise IlsRedactError(f"the catalog describes {catalog.engine} database "
                              f"{catalog.database!r}, not the Koha database {database}",
                              hint="leave out --catalog, or give one read from this database")
-    search_path = (database,)
-    columns: tuple[str, ...] | None = None
-    if logged:
-        assert request_id is not None
-        req = check_request(conn, request_id)
-        conn.commit()  # keeps what the check swept (expired requests) and its entries
-        if not req.ok:
-            reason = f"request {request_id}: {req.reason}"
-            seq = log_refusal(conn, request_id, reason)
-            raise QueryRefused(f"query refused: {reason}", audit_seq=seq)
-        columns = req.columns
-    gate = build_gate(rules, catalog, profile, request_id=request_id,
-                      search_path=search_path, columns=columns)
-    result = gate.check(sql_text)
-    if not result.ok or result.sql is None:
-        seq = log_refusal(conn, request_id, refusal_reason(result)) if logged else None
-        raise QueryRefused("query refused by the gate", result.findings, seq)
-    timeout_ms = rules.gate.statement_timeout_ms
-    row_cap = gate.profile.row_cap
-    query_seq = None
-    if logged:
-        query_seq = audit_append(conn, "query", request_id, {
-            "profile": profile,
-            "sql_sha256": hashlib.sha256(sql_text.encode("utf-8")).hexdigest(),
-            "sql": result.sql,
-            "database": database,
-            "row_cap": row_cap,
-            "statement_timeout_ms": timeout_ms,
-        })
-    try:
-        cols, rows, capped = run_read_only(conn, result.sql, row_cap=row_cap,
-                                           timeout_ms=timeout_ms)
-    except pymysql.err.MySQLError as exc:
-        code, state, detail = _error(exc)
-        message = f"the database refused the query: {describe_error(code, state)}"
-        seq = None
-        if logged:
-            try:
-                seq = audit_append(conn, "query.failed", request_id, {
-                    "query_seq": query_seq, "error_code": code, "sqlstate": state,
-                    "error": describe_error(code, state)})
-            except (pymysql.err.MySQLError, IlsRedactError):  # e.g. the connection is gone
-                with contextlib.suppress(pymysql.err.MySQLError):
-                    conn.rollback()
-        raise QueryFailed(message, sqlstate=state, detail=detail, audit_seq=seq) from None
-    document = render(cols, rows, fmt)
-    digest = hashlib.sha256(document).hexdigest()
-    finished_seq = None
-    if logged:
-        finished_seq = audit_append(conn, "query.finished", request_id, {
-            "query_seq": query_seq, "rows": len(rows), "capped": capped,
-            "format": fmt, "sha256": digest})
-    return QueryOutcome(sql=result.sql, columns=cols, rows=rows, document=document,
-                        sha256=digest, capped=capped, query_seq=query_seq,
-                        finished_seq=finished_seq, search_path=search_path)
+    return run_gated(conn, MARIADB, rules, catalog, sql_text, profile=profile,
+                     request_id=request_id, fmt=fmt, search_path=(database,),
+                     context={"database": database})
