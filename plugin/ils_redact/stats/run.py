@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
-from ..errors import IlsRedactError, Refused
+from ..errors import IlsRedactError, Refused, did_you_mean
 from .model import RESULT_COLUMNS
 from .pgsql import SCHEMA
 
@@ -106,20 +106,26 @@ def parse_month(value: str | None, what: str) -> dt.date | None:
     return d
 
 
+def choose_report(reports: list[ReportInfo], name: str, period_from: dt.date | None,
+                  period_to: dt.date | None) -> ReportInfo:
+    """The installed report called ``name``, checked against the period asked for: the
+    name is looked up in what the database lists before it is quoted into a call."""
+    by_name = {r.name: r for r in reports}
+    info = by_name.get(name)
+    if info is None:
+        raise IlsRedactError(f"no statistics report {name!r}",
+                             hint=did_you_mean(name, by_name) or
+                             f"`ils-redact stats list` shows {len(by_name)} reports")
+    if not info.timed and (period_from or period_to):
+        raise IlsRedactError(f"report {name} covers all time: it takes no --from/--to")
+    return info
+
+
 def run_report(conn: psycopg.Connection, name: str, period_from: dt.date | None = None,
                period_to: dt.date | None = None) -> ReportResult:
     """Run one installed report; ``period_to`` is exclusive (the first month not
     included); None: up to the last complete month."""
-    reports = {r.name: r for r in list_reports(conn)}
-    info = reports.get(name)
-    if info is None:
-        from ..errors import did_you_mean
-
-        raise IlsRedactError(f"no statistics report {name!r}",
-                             hint=did_you_mean(name, reports) or
-                             f"`ils-redact stats list` shows {len(reports)} reports")
-    if not info.timed and (period_from or period_to):
-        raise IlsRedactError(f"report {name} covers all time: it takes no --from/--to")
+    info = choose_report(list_reports(conn), name, period_from, period_to)
     query = sql.SQL("SELECT {} FROM {}.{}(%s, %s)").format(
         sql.SQL(", ").join(map(sql.Identifier, RESULT_COLUMNS)), sql.Identifier(SCHEMA),
         sql.Identifier(info.name))

@@ -84,7 +84,13 @@ def _activate(conn: Connection, kind: str | None) -> bool:
     return False
 
 
-def _run(conn: Connection, sql: str, params: Any, kind: str | None) -> list[tuple]:
+def _run(conn: Connection, sql: str, params: Any, kind: str | None, *,
+         denied_refuses: bool = True) -> list[tuple]:
+    """Run one statement and read its one result set (and the status packets after a
+    CALL).  A SIGNAL becomes :class:`Refused` with its text; a denial activates the
+    granted role of ``kind`` and tries once more, and if still denied becomes
+    :class:`Refused` (or, with ``denied_refuses=False``, stays the driver's error for
+    the caller to name); any other error is the driver's."""
     tried = False
     while True:
         cur = conn.cursor()
@@ -102,7 +108,7 @@ def _run(conn: Connection, sql: str, params: Any, kind: str | None) -> list[tupl
                 tried = True
                 if _activate(conn, kind):
                     continue
-            if code in _DENIED:
+            if code in _DENIED and denied_refuses:
                 raise Refused(_message(exc)) from None
             raise
         finally:

@@ -21,16 +21,15 @@ from typing import Any
 
 import pymysql
 
-from ...errors import IlsRedactError, Refused, did_you_mean
-from ...stats.run import Entry, ReportInfo, ReportResult
+from ...errors import IlsRedactError
+from ...stats.run import Entry, ReportInfo, ReportResult, choose_report
 from .connection import Connection
-from .procedures import _activate, layer_of
+from .procedures import _run, layer_of
 from .sqltext import qname
 from .stats import CATALOG_PROC, procedure_name
 
 _DENIED = (1142, 1143, 1370)  # table, column, routine access denied
 _NO_ROUTINE = (1305, 1049)  # routine or database does not exist
-_SIGNAL = 1644
 _UNKNOWN_ZONE = 1298
 
 
@@ -42,36 +41,21 @@ def _not_installed(code: int) -> IlsRedactError:
 
 
 def _call(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
-    """Run a CALL and read its one result set (and the status packets after it)."""
-    tried = False
-    while True:
-        cur = conn.cursor()
-        try:
-            cur.execute(sql, params)
-            rows = list(cur.fetchall())
-            while cur.nextset():
-                pass
-            return rows
-        except pymysql.err.MySQLError as exc:
-            code = exc.args[0] if exc.args else 0
-            if code == _SIGNAL:
-                raise Refused(str(exc.args[1]) if len(exc.args) > 1 else "refused") from None
-            if code in _DENIED and not tried:
-                tried = True
-                if _activate(conn, "stats"):
-                    continue
-            if code in _DENIED or code in _NO_ROUTINE:
-                raise _not_installed(code) from None
-            if code == _UNKNOWN_ZONE:
-                raise IlsRedactError(
-                    "the server does not know the report's time zone (statistics.time_zone; "
-                    "MariaDB error 1298)",
-                    hint="load the time zone tables (mariadb-tzinfo-to-sql "
-                         "/usr/share/zoneinfo | mariadb mysql), or use time_zone: UTC") from None
-            raise IlsRedactError(f"the statistics report failed (MariaDB error {code})",
-                                 hint="--debug shows the server's message") from None
-        finally:
-            cur.close()
+    """Run a CALL as the stats role and read its one result set; errors by number."""
+    try:
+        return _run(conn, sql, params, "stats", denied_refuses=False)
+    except pymysql.err.MySQLError as exc:
+        code = exc.args[0] if exc.args else 0
+        if code in _DENIED or code in _NO_ROUTINE:
+            raise _not_installed(code) from None
+        if code == _UNKNOWN_ZONE:
+            raise IlsRedactError(
+                "the server does not know the report's time zone (statistics.time_zone; "
+                "MariaDB error 1298)",
+                hint="load the time zone tables (mariadb-tzinfo-to-sql "
+                     "/usr/share/zoneinfo | mariadb mysql), or use time_zone: UTC") from None
+        raise IlsRedactError(f"the statistics report failed (MariaDB error {code})",
+                             hint="--debug shows the server's message") from None
 
 
 def list_reports(conn: Connection) -> list[ReportInfo]:
@@ -94,14 +78,7 @@ def run_report(conn: Connection, name: str, period_from: dt.date | None = None,
                period_to: dt.date | None = None) -> ReportResult:
     """Run one installed report; ``period_to`` is exclusive (the first month not
     included); None: up to the last complete month."""
-    reports = {r.name: r for r in list_reports(conn)}
-    info = reports.get(name)
-    if info is None:
-        raise IlsRedactError(f"no statistics report {name!r}",
-                             hint=did_you_mean(name, reports) or
-                             f"`ils-redact stats list` shows {len(reports)} reports")
-    if not info.timed and (period_from or period_to):
-        raise IlsRedactError(f"report {name} covers all time: it takes no --from/--to")
+    info = choose_report(list_reports(conn), name, period_from, period_to)
     rows = _call(conn, f"CALL {qname(layer_of(conn), procedure_name(info.name))}(%s, %s)",
                  (period_from, period_to))
     return ReportResult(info, period_from, period_to, [_entry(r) for r in rows])

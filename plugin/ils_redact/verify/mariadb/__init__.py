@@ -117,9 +117,10 @@ def context(conn: Connection, rules: Rules, *, ils_config: Path | str | None = N
         raise StateError(
             f"verify acts as each restricted role through a probe login it grants them to, "
             f"and MariaDB lets only a holder WITH ADMIN OPTION grant a role; {me} does not "
-            f"hold {', '.join(lacking)} WITH ADMIN OPTION", hint=f"run verify as {' or '.join(installer)} (the "
-            "account that ran install holds the roles WITH ADMIN OPTION)" if installer else
-            "run verify as the account that ran install")
+            f"hold {', '.join(lacking)} WITH ADMIN OPTION",
+            hint=f"run verify as {' or '.join(installer)} (the account that ran install "
+                 "holds the roles WITH ADMIN OPTION)" if installer else
+                 "run verify as the account that ran install")
     recorded = [str(i.detail.get("database", "")) for i in state.installed_of("layer")]
     layers = (state.layer,) + tuple(sorted({d for d in recorded if d and d != state.layer}))
     views = read_views(conn)
