@@ -70,7 +70,11 @@ def account(user: str, host: str) -> str:
 
 
 def grantee_sql(grantee: str) -> str:
-    """A grantee key (``role`` or ``user@host``) as SQL."""
+    """A grantee key (``role``, ``user@host``, ``@host`` for an anonymous account, or
+    ``PUBLIC``, a name MariaDB 10.11 reserves for the role every account has) as GRANT
+    and REVOKE take it."""
+    if grantee == "PUBLIC":
+        return "PUBLIC"
     user, at, host = grantee.rpartition("@")
     return account(user, host) if at else ident(grantee)
 

@@ -29,12 +29,13 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from ...backends.mariadb.connection import Connection
-from ...backends.mariadb.sqltext import account, ident
-from ...backends.mariadb.state import Grant
+from ...backends.mariadb.planner import grant_sql
+from ...backends.mariadb.sqltext import grantee_sql, ident
+from ...backends.mariadb.state import Grant, _priv_name, _set
 
 PUBLIC = "PUBLIC"
 
@@ -72,14 +73,6 @@ def decode_access(access: int) -> list[str]:
 
 def grantee_key(user: str, host: str) -> str:
     return f"{user}@{host}" if host or not user else user
-
-
-def grantee_sql(key: str) -> str:
-    """A grantee key as GRANT and REVOKE take it."""
-    if key == PUBLIC:
-        return PUBLIC
-    user, at, host = key.rpartition("@")
-    return account(user, host) if at else ident(key)
 
 
 @lru_cache(maxsize=512)
@@ -231,19 +224,6 @@ _ROUTINES = ("SELECT Host, Db, User, Routine_name, Routine_type, Proc_priv "
 _MAPPINGS = "SELECT Host, User, Role, Admin_option FROM mysql.roles_mapping"
 
 
-def _set(value: object) -> list[str]:
-    if not value:
-        return []
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    return [v for v in str(value).split(",") if v]
-
-
-def _priv(name: str) -> str:
-    name = name.upper()
-    return "GRANT OPTION" if name == "GRANT" else name
-
-
 def read_server_grants(conn: Connection) -> ServerGrants:
     """Every account, role, privilege and role grant on the server."""
     sg = ServerGrants()
@@ -268,15 +248,15 @@ def read_server_grants(conn: Connection) -> ServerGrants:
     for host, db, user, table, privs in conn.execute(_TABLES).fetchall():
         key = grantee_key(user, host)
         for p in _set(privs):
-            sg.grants[key].add(Grant(key, "table", db, table, _priv(p)))
+            sg.grants[key].add(Grant(key, "table", db, table, _priv_name(p)))
     for host, db, user, table, column, privs in conn.execute(_COLUMNS).fetchall():
         key = grantee_key(user, host)
         for p in _set(privs):
-            sg.grants[key].add(Grant(key, "column", db, table, _priv(p), column))
+            sg.grants[key].add(Grant(key, "column", db, table, _priv_name(p), column))
     for host, db, user, routine, rtype, privs in conn.execute(_ROUTINES).fetchall():
         key = grantee_key(user, host)
         for p in _set(privs):
-            sg.grants[key].add(Grant(key, str(rtype).lower(), db, routine, _priv(p)))
+            sg.grants[key].add(Grant(key, str(rtype).lower(), db, routine, _priv_name(p)))
     for host, user, role, admin in conn.execute(_MAPPINGS).fetchall():
         sg.mappings[grantee_key(user, host)].add((role, admin == "Y"))
     return sg
@@ -297,25 +277,11 @@ def describe(g: Grant) -> str:
 
 
 def revoke_sql(grants: list[Grant], grantee: str | None = None) -> str:
-    """One REVOKE for grants of one grantee on one object (columns listed)."""
-    g = grants[0]
-    who = grantee_sql(grantee or g.grantee)
-    if g.level == "column":
-        cols: dict[str, list[str]] = defaultdict(list)
-        for x in grants:
-            cols[x.privilege].append(ident(x.column))
-        privs = ", ".join(f"{p} ({', '.join(c)})" for p, c in sorted(cols.items()))
-        return f"REVOKE {privs} ON {ident(g.db)}.{ident(g.name)} FROM {who};"
-    privs = ", ".join(sorted({x.privilege for x in grants}))
-    if g.level == "global":
-        target = "*.*"
-    elif g.level == "database":
-        target = f"{ident(g.db)}.*"
-    elif g.level == "table":
-        target = f"{ident(g.db)}.{ident(g.name)}"
-    else:
-        target = f"{g.level.upper()} {ident(g.db)}.{ident(g.name)}"
-    return f"REVOKE {privs} ON {target} FROM {who};"
+    """One REVOKE for grants of one grantee on one object (columns listed), as the
+    planner writes it, ended with ``;`` for a fix to paste."""
+    if grantee is not None:
+        grants = [replace(g, grantee=grantee) for g in grants]
+    return grant_sql(grants, revoke=True) + ";"
 
 
 def revoke_role_sql(role: str, grantee: str) -> str:
