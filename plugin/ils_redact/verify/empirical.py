@@ -29,6 +29,7 @@ the functions (``empirical/<kind>/functions``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,6 +296,31 @@ def run(ctx: VerifyContext) -> list[Check]:
     return checks
 
 
+def column_findings(kind: str, role: str, name: str, cols: Sequence[str],
+                    allowed: set[str], got: set[str], *, errored: bool) -> list[Finding]:
+    """What reading ``name`` column by column as ``role`` showed against the rules:
+    columns read that the rules close (``E-READABLE``), columns the rules give that were
+    refused (``E-CLOSED``; not when the relation could not be read at all).  Both
+    servers' probes end here, so a finding reads the same on either."""
+    out: list[Finding] = []
+    order = {c: i for i, c in enumerate(cols)}
+    opened = sorted(got - allowed, key=lambda c: (order.get(c, len(order)), c))
+    if opened:
+        out.append(Finding(
+            "E-READABLE", name,
+            f"as {role}, SELECT returned columns of {name} the rules close to it: "
+            f"{', '.join(opened[:8])}{' ...' if len(opened) > 8 else ''}"
+            f" ({len(opened)} of {len(cols)})",
+            "see the catalog findings for the grant that opens it", role=kind))
+    closed = sorted(allowed - got, key=lambda c: (order.get(c, len(order)), c))
+    if closed and not errored:
+        out.append(Finding(
+            "E-CLOSED", name,
+            f"as {role}, {name} refused columns the rules give it: {', '.join(closed[:8])}",
+            "ils-redact install (review with ils-redact plan)", role=kind))
+    return out
+
+
 def _relation_check(ctx: VerifyContext, kind: str, role: str, exp: Expectation, name: str,
                     cols: tuple[str, ...], mine: Outcome, others: dict[str, Outcome]
                     ) -> Check:
@@ -302,21 +328,8 @@ def _relation_check(ctx: VerifyContext, kind: str, role: str, exp: Expectation, 
     what = f"only {len(allowed)} columns of" if allowed else "nothing of"
     check = Check(f"empirical/{kind}/{name}", f"{role} reads {what} {name}")
     got = set(mine.readable.get(name, []))
-    order = {c: i for i, c in enumerate(cols)}
-    opened = sorted(got - allowed, key=lambda c: (order.get(c, len(order)), c))
-    if opened:
-        check.findings.append(Finding(
-            "E-READABLE", name,
-            f"as {role}, SELECT returned columns of {name} the rules close to it: "
-            f"{', '.join(opened[:8])}{' ...' if len(opened) > 8 else ''}"
-            f" ({len(opened)} of {len(cols)})",
-            "see the catalog findings for the grant that opens it", role=kind))
-    closed = sorted(allowed - got)
-    if closed and name not in mine.errors:
-        check.findings.append(Finding(
-            "E-CLOSED", name,
-            f"as {role}, {name} refused columns the rules give it: {', '.join(closed[:8])}",
-            "ils-redact install (review with ils-redact plan)", role=kind))
+    check.findings += column_findings(kind, role, name, cols, allowed, got,
+                                      errored=name in mine.errors)
     if name in mine.rows:
         n = mine.rows[name]
         check.findings.append(Finding(

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ...backends.mariadb.sqltext import ident, qname
 from ...errors import StateError
+from ..empirical import column_findings
 from ..findings import Check, Finding
 from .context import MariaContext, Routine
 from .expect import Expectation
@@ -188,21 +189,8 @@ def _relation_check(kind: str, role: str, exp: Expectation, q: str, cols: tuple[
     what = f"only {len(allowed)} columns of" if allowed else "nothing of"
     check = Check(f"empirical/{kind}/{q}", f"{role} reads {what} {q}")
     got = set(mine.readable.get(q, []))
-    order = {c: i for i, c in enumerate(cols)}
-    opened = sorted(got - allowed, key=lambda c: (order.get(c, len(order)), c))
-    if opened:
-        check.findings.append(Finding(
-            "E-READABLE", q,
-            f"as {role}, SELECT read columns of {q} the rules close to it: "
-            f"{', '.join(opened[:8])}{' ...' if len(opened) > 8 else ''} "
-            f"({len(opened)} of {len(cols)})",
-            "see the catalog findings for the grant that opens it", role=kind))
-    closed = sorted(allowed - got, key=lambda c: order.get(c, 0))
-    if closed and q not in mine.errors:
-        check.findings.append(Finding(
-            "E-CLOSED", q, f"as {role}, {q} refused columns the rules give it: "
-                           f"{', '.join(closed[:8])}",
-            "ils-redact install (review with ils-redact plan)", role=kind))
+    check.findings += column_findings(kind, role, q, cols, allowed, got,
+                                      errored=q in mine.errors)
     if q in mine.rows:
         n = mine.rows[q]
         seen = "more than 1,000,000" if n > ROW_LIMIT else f"{n:,}"
