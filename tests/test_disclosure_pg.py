@@ -12,9 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import errors, sql
-from support import EgDb, create_role, run_cli, write_rules
 
 from ils_redact.backends import postgresql as pg
+from support import EgDb, create_role, run_cli, write_rules
 
 
 class Desk:

@@ -16,9 +16,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from support import EgDb, create_role, dump_schema, run_cli, snapshot, write_rules
 
 from ils_redact.backends import postgresql as pg
+from support import EgDb, create_role, dump_schema, run_cli, snapshot, write_rules
 
 
 def install(db: EgDb):
@@ -92,7 +92,9 @@ def test_edited_rules_plan_only_the_difference(eg_db: EgDb, tmp_path: Path) -> N
     assert sorted(s.kind for s in changes) == [
         "function", "function-comment", "revoke", "settings"], plan.render()
     revoke = next(s for s in changes if s.kind == "revoke")
-    assert revoke.sql == f'REVOKE SELECT ("email") ON "actor"."usr" FROM "{eg_db.role("disclosure")}"'
+    grantee = eg_db.role("disclosure")
+    expected = f'REVOKE SELECT ("email") ON "actor"."usr" FROM "{grantee}"'  # noqa: S608
+    assert revoke.sql == expected
     with eg_db.connect(autocommit=False) as conn:
         pg.install(conn, rules)
     dis = eg_db.role("disclosure")

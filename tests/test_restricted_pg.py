@@ -10,9 +10,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 from psycopg import errors, sql
-from support import EgDb, create_role
 
 from ils_redact.backends import postgresql as pg
+from support import EgDb, create_role
 
 SCOPED = (11, 12)  # patrons put in scope
 

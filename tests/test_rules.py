@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from support import RULES_FILE, EgDb, run_cli, snapshot, write_rules
 
 from ils_redact.adapters import get_adapter
 from ils_redact.errors import RulesErrors
 from ils_redact.rules import check_against_catalog, load_rules, parse_rules
 from ils_redact.rules.load import rules_schema
+from support import RULES_FILE, EgDb, run_cli, snapshot, write_rules
 
 CATALOG = get_adapter("evergreen").reference_catalog()
 TEXT = RULES_FILE.read_text(encoding="utf-8")
