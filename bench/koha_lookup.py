@@ -19,69 +19,20 @@ neighbour slows both alike; nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
-import os
 import time
 
 from _common import interleaved, log, median_ms, p, table
+from _koha import PASSWORD, KohaBench
 
-from ils_redact.adapters import get_adapter
-from ils_redact.adapters.koha import fixture
 from ils_redact.backends import mariadb as m
 from ils_redact.backends.mariadb import staff
 from ils_redact.backends.mariadb.sqltext import account, ident, string
 from ils_redact.disclosure import export as export_mod
 from ils_redact.disclosure import requests as req
-from ils_redact.rules import load_rules
 
-PREFIX = "ilsbench_koha_"
-DB = "ilsbench_koha"
-PASSWORD = "bench-pw"
-
-
-def server_dsn() -> str:
-    return os.environ.get("ILS_REDACT_BENCH_MARIADB_DSN", "mysql://root@127.0.0.1:3306/")
-
-
-def dsn_for(db: str, user: str | None = None) -> str:
-    from urllib.parse import quote
-
-    from ils_redact.backends.mariadb.connection import parse_dsn
-
-    pdsn = parse_dsn(server_dsn())
-    cred = (f"{quote(user)}:{quote(PASSWORD)}" if user else
-            quote(pdsn["user"] or "") + (":" + quote(pdsn["password"]) if pdsn["password"]
-                                         else ""))
-    return f"mysql://{cred}@{pdsn['host']}:{pdsn['port']}/{db}"
-
-
-def rules(access: str = "role"):
-    r = dataclasses.replace(load_rules(get_adapter("koha").preset_path), role_prefix=PREFIX)
-    return dataclasses.replace(r, disclosure=dataclasses.replace(r.disclosure, access=access))
-
-
-def drop_everything(root: m.connection.Connection) -> None:
-    for db in (DB, f"ils_redact_{DB}"):
-        root.execute(f"DROP DATABASE IF EXISTS {ident(db)}")
-    for user, host, is_role in root.execute(
-            "SELECT User, Host, is_role FROM mysql.user WHERE User LIKE %s",
-            (PREFIX.replace("_", "\\_") + "%",)).fetchall():
-        root.execute(f"DROP ROLE {ident(user)}" if is_role == "Y"
-                     else f"DROP USER {account(user, host)}")
-
-
-def build(patrons: int, circulations: int) -> float:
-    t = time.perf_counter()
-    with m.connect(dsn_for(""), autocommit=True) as root:
-        root.execute(f"CREATE DATABASE {ident(DB)}")
-    with m.connect(dsn_for(DB), autocommit=True) as c:
-        fixture.build_schema(c)
-        c.autocommit(False)
-        fixture.fill(c, patrons=patrons, circulations=circulations)
-        c.commit()
-        c.execute("ANALYZE TABLE borrowers").fetchall()
-    return time.perf_counter() - t
+BENCH = KohaBench(prefix="ilsbench_koha_", db="ilsbench_koha")
+DB, PREFIX = BENCH.db, BENCH.prefix
 
 
 def login(root, name: str) -> str:
@@ -98,9 +49,9 @@ def grant(root, rl, user: str, kind: str) -> None:
 
 
 def scoped_lookup(rl, ids: list[int], rounds: int) -> dict:
-    layer = m.layer_database(DB)
+    layer = BENCH.layer
     cols = ", ".join(ident(c) for c in rl.identity[0].columns)
-    with m.connect(dsn_for(DB), autocommit=True) as root:
+    with m.connect(BENCH.dsn_for(DB), autocommit=True) as root:
         reader = login(root, "reader")
         app = login(root, "app")
         root.execute(f"GRANT ALL ON {ident(DB)}.* TO {account(app, '%')}")
@@ -115,8 +66,8 @@ def scoped_lookup(rl, ids: list[int], rounds: int) -> dict:
     q_reader = f"SELECT {cols} FROM {ident(layer)}.borrowers"
     q_owner = (f"SELECT {cols} FROM {ident(DB)}.borrowers WHERE borrowernumber IN "
                f"({', '.join(map(str, ids))})")
-    rc = m.connect(dsn_for(DB, reader), autocommit=True)
-    oc = m.connect(dsn_for(DB, app), autocommit=True)
+    rc = m.connect(BENCH.dsn_for(DB, reader), autocommit=True)
+    oc = m.connect(BENCH.dsn_for(DB, app), autocommit=True)
     try:
         assert sorted(r[0] for r in rc.execute(q_reader).fetchall()) == sorted(ids)
         assert sorted(r[0] for r in oc.execute(q_owner).fetchall()) == sorted(ids)
@@ -140,8 +91,8 @@ def scoped_lookup(rl, ids: list[int], rounds: int) -> dict:
 
 
 def export_vs_owner(ids: list[int], rounds: int) -> dict:
-    rl = rules("function")
-    with m.connect(dsn_for(DB), autocommit=True) as root:
+    rl = BENCH.rules("function")
+    with m.connect(BENCH.dsn_for(DB), autocommit=True) as root:
         clerk, director = login(root, "clerk"), login(root, "director")
         for u, kinds in ((clerk, ("admin", "disclosure")), (director, ("admin",))):
             for k in kinds:
@@ -151,18 +102,18 @@ def export_vs_owner(ids: list[int], rounds: int) -> dict:
                          case_number="c", emergency_reason="bench", patrons=ids,
                          expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2))
     new.columns = req.resolve_columns(rl, [], "emergency")
-    with m.connect(dsn_for(DB, clerk)) as c:
+    with m.connect(BENCH.dsn_for(DB, clerk)) as c:
         found, _ = req.resolve_patrons(c, ids, [])
         rid = req.create(c, new, found)
         c.commit()
-    with m.connect(dsn_for(DB, director)) as c:
+    with m.connect(BENCH.dsn_for(DB, director)) as c:
         req.approve(c, rid)
         c.commit()
     cols = ", ".join(ident(c) for c in rl.identity[0].columns)
     q_owner = (f"SELECT {cols} FROM {ident(DB)}.borrowers WHERE borrowernumber IN "
                f"({', '.join(map(str, ids))}) ORDER BY borrowernumber")
-    cc = m.connect(dsn_for(DB, clerk))
-    oc = m.connect(dsn_for(DB, app))
+    cc = m.connect(BENCH.dsn_for(DB, clerk))
+    oc = m.connect(BENCH.dsn_for(DB, app))
     try:
         def do_export() -> None:
             export_mod.export(cc, rid, "csv")
@@ -183,11 +134,11 @@ def export_vs_owner(ids: list[int], rounds: int) -> dict:
 def install_cycle(rl, repeats: int = 2) -> dict:
     out: dict[str, list[float]] = {"install": [], "uninstall": []}
     for _ in range(repeats):
-        with m.connect(dsn_for(DB)) as c:
+        with m.connect(BENCH.dsn_for(DB)) as c:
             t = time.perf_counter()
             m.install(c, rl)
             out["install"].append(time.perf_counter() - t)
-        with m.connect(dsn_for(DB)) as c:
+        with m.connect(BENCH.dsn_for(DB)) as c:
             t = time.perf_counter()
             m.uninstall(c, discard_audit=True)
             out["uninstall"].append(time.perf_counter() - t)
@@ -203,25 +154,19 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true",
                     help="keep (and reuse) the benchmark database")
     args = ap.parse_args()
-    rl = rules()
-    with m.connect(dsn_for(""), autocommit=True) as root:
+    rl = BENCH.rules("role")
+    with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
         version = m.connection.server_version(root)
-        have = root.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                            "TABLE_SCHEMA = %s AND TABLE_NAME = 'borrowers'",
-                            (DB,)).fetchone()[0]
-        rows = root.execute(f"SELECT COUNT(*) FROM {ident(DB)}.borrowers").fetchone()[0] \
-            if have else 0
-        if not (args.keep and rows == args.patrons):
-            drop_everything(root)
+        if not (args.keep and BENCH.rows(root, "borrowers") == args.patrons):
+            BENCH.drop_everything(root)
             log(f"building {DB}: {args.patrons:,} patrons ...")
-            log(f"built in {build(args.patrons, args.circulations):.0f} s")
+            log(f"built in {BENCH.build(args.patrons, args.circulations, ('borrowers',)):.0f} s")
         else:
-            root.execute(f"DROP DATABASE IF EXISTS {ident('ils_redact_' + DB)}")
-            drop_everything_but_db(root)
+            BENCH.drop_layer(root)
     try:
         log("3/3 install and uninstall")
         cyc = install_cycle(rl)
-        with m.connect(dsn_for(DB)) as c:
+        with m.connect(BENCH.dsn_for(DB)) as c:
             m.install(c, rl)
         step = max(1, args.patrons // 6)
         ids = [step * k for k in range(1, 6)]
@@ -231,8 +176,8 @@ def main() -> None:
         e = export_vs_owner([i + 1 for i in ids], max(200, args.rounds // 10))
     finally:
         if not args.keep:
-            with m.connect(dsn_for(""), autocommit=True) as root:
-                drop_everything(root)
+            with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
+                BENCH.drop_everything(root)
     a, b = s["view (disclosure role)"], s["primary key (Koha account)"]
     ea, eb = e["export (csv, logged)"], e["owner read"]
     rows_out = [("measure", "median ms", "p95 ms", "ratio (median)"),
@@ -250,14 +195,6 @@ def main() -> None:
     print(f"\nscoped lookup: {median_ms(a) / median_ms(b):.2f}x the primary-key read "
           "(target <= 1.5x)")
     print("plan of the view (as root):\n" + s["plan"])
-
-
-def drop_everything_but_db(root) -> None:
-    for user, host, is_role in root.execute(
-            "SELECT User, Host, is_role FROM mysql.user WHERE User LIKE %s",
-            (PREFIX.replace("_", "\\_") + "%",)).fetchall():
-        root.execute(f"DROP ROLE {ident(user)}" if is_role == "Y"
-                     else f"DROP USER {account(user, host)}")
 
 
 if __name__ == "__main__":

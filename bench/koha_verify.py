@@ -24,9 +24,7 @@ about time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,66 +33,26 @@ import time
 from pathlib import Path
 
 from _common import log, median_ms, table
+from _koha import KohaBench
 
 from ils_redact.adapters import get_adapter
-from ils_redact.adapters.koha import fixture
 from ils_redact.backends import mariadb as m
 from ils_redact.backends.mariadb.sqltext import account, ident
-from ils_redact.rules import load_rules
 from ils_redact.verify.mariadb import verify
 
-PREFIX = "ilsbench_kverify_"
-DB = "ilsbench_kverify"
+BENCH = KohaBench(prefix="ilsbench_kverify_", db="ilsbench_kverify")
+DB, PREFIX = BENCH.db, BENCH.prefix
+ANALYZE = ("borrowers", "issues", "items")
 
 BARE = ("SELECT COUNT(*) FROM information_schema.COLUMNS c JOIN information_schema.TABLES t "
         "ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME "
         "WHERE c.TABLE_SCHEMA = %s")
 
 
-def server_dsn() -> str:
-    return os.environ.get("ILS_REDACT_BENCH_MARIADB_DSN", "mysql://root@127.0.0.1:3306/")
-
-
-def dsn_for(db: str) -> str:
-    base = server_dsn()
-    return base[: base.rindex("/") + 1] + db
-
-
-def rules():  # type: ignore[no-untyped-def]
-    return dataclasses.replace(load_rules(get_adapter("koha").preset_path), role_prefix=PREFIX)
-
-
-def drop_accounts(root: m.connection.Connection) -> None:
-    for user, host, is_role in root.execute(
-            "SELECT User, Host, is_role FROM mysql.user WHERE User LIKE %s",
-            (PREFIX.replace("_", "\\_") + "%",)).fetchall():
-        root.execute(f"DROP ROLE {ident(user)}" if is_role == "Y"
-                     else f"DROP USER {account(user, host)}")
-
-
-def drop_everything(root: m.connection.Connection) -> None:
-    for db in (DB, f"ils_redact_{DB}"):
-        root.execute(f"DROP DATABASE IF EXISTS {ident(db)}")
-    drop_accounts(root)
-
-
-def build(patrons: int, circulations: int) -> float:
-    t = time.perf_counter()
-    with m.connect(dsn_for(""), autocommit=True) as root:
-        root.execute(f"CREATE DATABASE {ident(DB)}")
-    with m.connect(dsn_for(DB), autocommit=True) as c:
-        fixture.build_schema(c)
-        c.autocommit(False)
-        fixture.fill(c, patrons=patrons, circulations=circulations)
-        c.commit()
-        c.execute("ANALYZE TABLE borrowers, issues, items").fetchall()
-    return time.perf_counter() - t
-
-
 def staff_logins(n: int) -> None:
     """n staff logins in the exporter role, as `ils-redact staff grant` leaves them."""
     role = ident(f"{PREFIX}exporter")
-    with m.connect(dsn_for(""), autocommit=True) as root:
+    with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
         for i in range(n):
             who = account(f"{PREFIX}staff{i}", "%")
             root.execute(f"CREATE USER {who} IDENTIFIED BY 'bench-pw-{i}'")
@@ -124,26 +82,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep (and reuse) the database")
     args = ap.parse_args()
-    rl = rules()
-    with m.connect(dsn_for(""), autocommit=True) as root:
+    rl = BENCH.rules()
+    with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
         version = m.connection.server_version(root)
-        have = root.execute("SELECT COUNT(*) FROM information_schema.TABLES WHERE "
-                            "TABLE_SCHEMA = %s AND TABLE_NAME = 'borrowers'", (DB,)).fetchone()[0]
-        rows = root.execute(f"SELECT COUNT(*) FROM {ident(DB)}.borrowers").fetchone()[0] \
-            if have else 0
-        if args.keep and rows == args.patrons:
-            root.execute(f"DROP DATABASE IF EXISTS {ident('ils_redact_' + DB)}")
-            drop_accounts(root)
+        if args.keep and BENCH.rows(root, "borrowers") == args.patrons:
+            BENCH.drop_layer(root)
         else:
-            drop_everything(root)
+            BENCH.drop_everything(root)
             log(f"building {DB}: {args.patrons:,} patrons ...")
-            log(f"built in {build(args.patrons, args.circulations):.0f} s")
+            log(f"built in {BENCH.build(args.patrons, args.circulations, ANALYZE):.0f} s")
     try:
-        with m.connect(dsn_for(DB)) as c:
+        with m.connect(BENCH.dsn_for(DB)) as c:
             m.install(c, rl)
         staff_logins(args.logins)
-        conn = m.connect(dsn_for(DB))
-        bare_conn = m.connect(dsn_for(DB), autocommit=True)
+        conn = m.connect(BENCH.dsn_for(DB))
+        bare_conn = m.connect(BENCH.dsn_for(DB), autocommit=True)
         timings: list[dict[str, float]] = []
         reports = []
 
@@ -181,7 +134,8 @@ def main() -> None:
             cli = []
             for _ in range(3):
                 s = time.perf_counter()
-                res = subprocess.run([str(exe), "--dsn", dsn_for(DB), "--rules", str(rules_path),
+                res = subprocess.run([str(exe), "--dsn", BENCH.dsn_for(DB),
+                                      "--rules", str(rules_path),
                                       "--format", "json", "verify"], capture_output=True,
                                      text=True, check=False)
                 cli.append(time.perf_counter() - s)
@@ -190,12 +144,8 @@ def main() -> None:
         conn.close()
         bare_conn.close()
     finally:
-        if not args.keep:
-            with m.connect(dsn_for(""), autocommit=True) as root:
-                drop_everything(root)
-        else:
-            with m.connect(dsn_for(""), autocommit=True) as root:
-                drop_accounts(root)
+        with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
+            (BENCH.drop_layer if args.keep else BENCH.drop_everything)(root)
     last = reports[-1]
     checks = len(last.checks)
     probes = sum(int(c.detail.split("; ")[1].split()[0]) for c in last.checks

@@ -1,0 +1,121 @@
+"""Benchmark of the Koha (MariaDB) statistics reports: each standard report, run as a login
+in the stats role, vs a plain GROUP BY of the same grouping run as root, side by side.
+
+    python bench/koha_stats.py                                   # quick: 300,000 checkouts
+    python bench/koha_stats.py --patrons 500000 --circulations 10000000 --rounds 3 --keep
+
+The 10,000,000-checkout database takes a while to build (``fixture.fill``: old_issues,
+issues and the statistics log of that size); ``--keep`` keeps it for the next run.  The
+server: ``ILS_REDACT_BENCH_MARIADB_DSN`` (an administrator DSN) if set, else
+``mysql://root@127.0.0.1:3306/``.  Target: report <= 1.2x the baseline.
+
+Two baselines, both over the same rows (every complete month), run as root:
+* ``GROUP BY + distinct``: month, grouping, COUNT(*) and COUNT(DISTINCT patron), the same
+  numbers the report needs before suppression (the threshold counts people);
+* ``GROUP BY count``: COUNT(*) only, which no report could be suppressed from; printed so
+  the price of counting people is visible too.
+The report's time includes everything the stats login waits for: the CALL, the
+aggregate, the names, the suppression in the database and the rows coming back.  Runs
+are interleaved, the order rotated each round, and the median is printed.
+"""
+
+# ruff: noqa: S608 - benchmark SQL: names quoted with sqltext.ident/account
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+
+from _common import log
+from _common import table as fmt_table
+from _koha import PASSWORD, KohaBench
+
+from ils_redact.backends import mariadb as m
+from ils_redact.backends.mariadb import staff
+from ils_redact.backends.mariadb.sqltext import ident
+from ils_redact.backends.mariadb.stats import baseline_sql, procedure_name
+from ils_redact.stats import standard_reports
+
+BENCH = KohaBench(prefix="ilsbench_kstats_", db="ilsbench_kstats")
+DB = BENCH.db
+ANALYZE = ("borrowers", "issues", "old_issues", "items", "biblioitems", "statistics",
+           "reserves", "old_reserves")
+
+
+def timed(conn, q: str) -> tuple[float, list]:
+    t = time.perf_counter()
+    cur = conn.cursor()
+    cur.execute(q)
+    rows = list(cur.fetchall())
+    while cur.nextset():
+        pass
+    cur.close()
+    return time.perf_counter() - t, rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--patrons", type=int, default=20_000)
+    ap.add_argument("--circulations", type=int, default=300_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--keep", action="store_true", help="keep (and reuse) the database")
+    args = ap.parse_args()
+    rl = BENCH.rules()
+    with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
+        version = m.connection.server_version(root)
+        sizes = (BENCH.rows(root, "borrowers"), BENCH.rows(root, "statistics"))
+        if not (args.keep and sizes == (args.patrons, args.circulations)):
+            BENCH.drop_everything(root)
+            log(f"building {DB}: {args.patrons:,} patrons, {args.circulations:,} checkouts")
+            log(f"built in {BENCH.build(args.patrons, args.circulations, ANALYZE):.0f} s")
+        else:
+            BENCH.drop_layer(root)
+    try:
+        with m.connect(BENCH.dsn_for(DB)) as c:
+            t = time.perf_counter()
+            m.install(c, rl)
+            log(f"installed in {time.perf_counter() - t:.1f} s")
+        with m.connect(BENCH.dsn_for(DB)) as c:
+            analyst = f"{BENCH.prefix}analyst"
+            plan = staff.plan_grant(c, rl, analyst, "stats", create=True, password=PASSWORD)
+            c.rollback()
+            staff.apply(c, plan)
+            catalog = m.read_catalog(c)
+        layer = BENCH.layer
+        this_month = dt.datetime.now(dt.timezone.utc).date().replace(day=1).isoformat()
+        out = [("report", "report ms", "GROUP BY+distinct ms", "ratio", "GROUP BY count ms",
+                "ratio", "entries", "suppressed")]
+        with m.connect(BENCH.dsn_for(DB, analyst), autocommit=True) as sc, \
+                m.connect(BENCH.dsn_for(DB), autocommit=True) as oc:
+            for report in standard_reports("koha"):
+                q_report = f"CALL {ident(layer)}.{ident(procedure_name(report))}(NULL, NULL)"
+                q_base = baseline_sql(report, catalog, this_month)
+                q_count = baseline_sql(report, catalog, this_month, patrons=False)
+                _, rows = timed(sc, q_report)  # warm-up, and the result's size
+                timed(oc, q_base)
+                timed(oc, q_count)
+                ts: dict[str, list[float]] = {"r": [], "b": [], "c": []}
+                for i in range(args.rounds):  # interleaved, order rotated
+                    order = [("r", sc, q_report), ("b", oc, q_base), ("c", oc, q_count)]
+                    order = order[i % 3:] + order[:i % 3]
+                    for key, conn, q in order:
+                        ts[key].append(timed(conn, q)[0])
+                med = {k: sorted(v)[len(v) // 2] * 1000 for k, v in ts.items()}
+                out.append((report.name, f"{med['r']:.0f}", f"{med['b']:.0f}",
+                            f"{med['r'] / med['b']:.2f}x", f"{med['c']:.0f}",
+                            f"{med['r'] / med['c']:.2f}x", str(len(rows)),
+                            str(sum(1 for r in rows if r[-1]))))
+                log(f"{report.name}: {med['r']:.0f} ms vs {med['b']:.0f} ms")
+        print(f"\nKoha statistics reports on MariaDB {version}, {args.patrons:,} patrons, "
+              f"{args.circulations:,} checkouts, median of {args.rounds} (target: report "
+              "<= 1.2x GROUP BY+distinct)")
+        print(fmt_table(out))
+    finally:
+        with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
+            (BENCH.drop_layer if args.keep else BENCH.drop_everything)(root)
+
+
+if __name__ == "__main__":
+    main()
