@@ -61,6 +61,48 @@ def test_install_twice_is_a_no_op(eg_db: EgDb) -> None:
     assert n == 1
 
 
+def test_older_layer_is_upgraded_by_the_newer_files_only(eg_db: EgDb) -> None:
+    """A database installed by the previous release (layer v3: scope_patron_ids in SQL)
+    gets exactly the v4 file from the next install, keeps its function's owner and
+    grants, and the disclosure role's row scope still holds."""
+    install(eg_db)
+    owner_before = eg_db.scalar("SELECT proowner::regrole::text FROM pg_proc "
+                                "WHERE oid = 'ils_redact.scope_patron_ids'::regproc")
+    acl_before = eg_db.scalar("SELECT proacl::text FROM pg_proc "
+                              "WHERE oid = 'ils_redact.scope_patron_ids'::regproc")
+    with eg_db.connect() as conn:  # what layer v3 left
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(eg_db.role("owner"))))
+        conn.execute("""
+            CREATE OR REPLACE FUNCTION ils_redact.scope_patron_ids() RETURNS bigint[]
+                LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+            AS $fn$ SELECT coalesce(array_agg(DISTINCT s.patron_id ORDER BY s.patron_id),
+                                    '{}'::bigint[]) FROM ils_redact.scope s
+                    WHERE s.grantee = session_user AND s.expires_at > statement_timestamp()
+            $fn$""")
+        conn.execute("RESET ROLE")
+        conn.execute("UPDATE ils_redact.meta SET value = '3' WHERE key = 'layer_version'")
+    with eg_db.connect(autocommit=False) as conn:
+        plan = pg.compute_install_plan(conn, eg_db.rules)
+        conn.rollback()
+    assert [(s.kind, s.target) for s in plan.changes()] == [
+        ("layer", "ils_redact layer v4")], plan.render()
+    install(eg_db)
+    assert eg_db.scalar("SELECT l.lanname FROM pg_proc p JOIN pg_language l "
+                        "ON l.oid = p.prolang WHERE p.oid = "
+                        "'ils_redact.scope_patron_ids'::regproc") == "plpgsql"
+    assert eg_db.scalar("SELECT value FROM ils_redact.meta "
+                        "WHERE key = 'layer_version'") == "4"
+    assert eg_db.scalar("SELECT proowner::regrole::text FROM pg_proc "
+                        "WHERE oid = 'ils_redact.scope_patron_ids'::regproc") == owner_before
+    assert eg_db.scalar("SELECT proacl::text FROM pg_proc "
+                        "WHERE oid = 'ils_redact.scope_patron_ids'::regproc") == acl_before
+    assert install(eg_db).empty
+    # as the disclosure role, with no scope: no patron row
+    with eg_db.connect() as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(eg_db.role("disclosure"))))
+        assert conn.execute("SELECT count(*) FROM actor.usr").fetchone()[0] == 0
+
+
 def test_uninstall_restores_schema_byte_for_byte(eg_db: EgDb) -> None:
     before = snapshot(eg_db)
     install(eg_db)
