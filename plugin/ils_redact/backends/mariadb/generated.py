@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from ...catalog import Catalog
 from ...errors import StateError
 from ...rules import Rules
+from ..layer_settings import identity_columns
 from .sqltext import ident, literal, qname, string
 
 #: rows a scoped view can return per query; the LIMIT that keeps the caller's conditions
@@ -81,23 +82,6 @@ class Generated:
     @property
     def key(self) -> str:
         return f"{self.objtype.lower()} {self.name}"
-
-
-def identity_columns(rules: Rules) -> list[str]:
-    """The allow-list as ``table.column``, in rules order: what a request may name."""
-    return [f"{t.relation}.{c}" for t in rules.identity for c in t.columns]
-
-
-def settings(rules: Rules) -> dict[str, object]:
-    d = rules.disclosure
-    return {
-        "max_patrons": d.max_patrons,
-        "emergency_hours": d.emergency_hours,
-        "court_order_max_days": d.court_order_max_days,
-        "access": d.access,
-        "identity_columns": identity_columns(rules),
-        "statistics_k": rules.statistics.k,
-    }
 
 
 def settings_sql(layer: str, values: dict[str, object]) -> str:

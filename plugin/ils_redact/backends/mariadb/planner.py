@@ -34,7 +34,8 @@ from ...catalog import Catalog
 from ...errors import StateError
 from ...plan import Plan, Step
 from ...rules import Rules, check_against_catalog
-from .generated import Generated, generated_objects, koha_table, settings, settings_sql
+from ..layer_settings import settings
+from .generated import Generated, generated_objects, koha_table, settings_sql
 from .layer import Statement, bootstrap, layer_files, layer_objects, layer_version_available
 from .sqltext import SQL_MODE, account, grantee_sql, ident, is_compound, literal, qname
 from .state import OWNER_HOST, Grant, MariaState, fingerprint_sql

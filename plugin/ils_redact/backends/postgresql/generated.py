@@ -20,6 +20,7 @@ from psycopg import sql
 
 from ...catalog import Catalog
 from ...rules import Rules
+from ..layer_settings import identity_columns
 
 MARK = "ils-redact:"
 
@@ -63,24 +64,6 @@ class Generated:
     def comment_sql(self) -> str:
         return f"COMMENT ON FUNCTION {self.signature} IS " + _s(
             sql.Literal(f"{MARK}{self.digest}: {self.why}"))
-
-
-def identity_columns(rules: Rules) -> list[str]:
-    """The allow-list as qualified names, in rules order: what a request may name."""
-    return [f"{t.relation}.{c}" for t in rules.identity for c in t.columns]
-
-
-def settings(rules: Rules) -> dict[str, object]:
-    """Settings the database itself enforces."""
-    d = rules.disclosure
-    return {
-        "max_patrons": d.max_patrons,
-        "emergency_hours": d.emergency_hours,
-        "court_order_max_days": d.court_order_max_days,
-        "access": d.access,
-        "identity_columns": identity_columns(rules),
-        "statistics_k": rules.statistics.k,
-    }
 
 
 def settings_sql(values: dict[str, object]) -> str:

@@ -23,7 +23,8 @@ from ...errors import StateError
 from ...plan import Plan, Step
 from ...resources import sql_dir
 from ...rules import Rules, check_against_catalog
-from .generated import MARK, Generated, generated_functions, settings, settings_sql
+from ..layer_settings import settings
+from .generated import MARK, Generated, generated_functions, settings_sql
 from .state import STATS_SCHEMA, Installed, PgState, Priv, make_marker
 
 PASSTHROUGH = "ils_redact_passthrough"
