@@ -160,7 +160,8 @@ SELECT type, name, SHA2(CONCAT_WS('|', param_list, returns, body, definer, secur
 
 # -- privileges ------------------------------------------------------------------------------
 
-_DB_PRIVS = {
+#: ``mysql.db`` privilege columns -> privilege names (verify reads the same table)
+DB_PRIVS = {
     "Select_priv": "SELECT", "Insert_priv": "INSERT", "Update_priv": "UPDATE",
     "Delete_priv": "DELETE", "Create_priv": "CREATE", "Drop_priv": "DROP",
     "Grant_priv": "GRANT OPTION", "References_priv": "REFERENCES", "Index_priv": "INDEX",
@@ -177,7 +178,7 @@ def _grantee(user: str, host: str) -> str:
     return f"{user}@{host}" if host else user
 
 
-def _set(value: Any) -> list[str]:
+def priv_set(value: Any) -> list[str]:
     if not value:
         return []
     if isinstance(value, set | frozenset):
@@ -185,7 +186,7 @@ def _set(value: Any) -> list[str]:
     return [v for v in str(value).split(",") if v]
 
 
-def _priv_name(p: str) -> str:
+def priv_name(p: str) -> str:
     p = p.upper()
     return {"GRANT": "GRANT OPTION", "SHOW VIEW": "SHOW VIEW"}.get(p, p)
 
@@ -202,29 +203,29 @@ def read_grants(conn: Connection, *, users: list[str] | None = None,
     else:
         where, params = "Db = %s", [db]
     out: set[Grant] = set()
-    cols = ", ".join(_DB_PRIVS)
+    cols = ", ".join(DB_PRIVS)
     for row in conn.execute(f"SELECT Host, User, Db, {cols} FROM mysql.db WHERE {where}",
                             params).fetchall():
         host, user, dbname = row[:3]
-        for flag, name in zip(row[3:], _DB_PRIVS.values(), strict=True):
+        for flag, name in zip(row[3:], DB_PRIVS.values(), strict=True):
             if flag == "Y":
                 out.add(Grant(_grantee(user, host), "database", dbname, "", name))
     for host, user, dbname, table, privs in conn.execute(
             f"SELECT Host, User, Db, Table_name, Table_priv FROM mysql.tables_priv WHERE {where}",
             params).fetchall():
-        for p in _set(privs):
-            out.add(Grant(_grantee(user, host), "table", dbname, table, _priv_name(p)))
+        for p in priv_set(privs):
+            out.add(Grant(_grantee(user, host), "table", dbname, table, priv_name(p)))
     for host, user, dbname, table, column, privs in conn.execute(
             "SELECT Host, User, Db, Table_name, Column_name, Column_priv FROM mysql.columns_priv "
             f"WHERE {where}", params).fetchall():
-        for p in _set(privs):
-            out.add(Grant(_grantee(user, host), "column", dbname, table, _priv_name(p), column))
+        for p in priv_set(privs):
+            out.add(Grant(_grantee(user, host), "column", dbname, table, priv_name(p), column))
     for host, user, dbname, routine, rtype, privs in conn.execute(
             "SELECT Host, User, Db, Routine_name, Routine_type, Proc_priv FROM mysql.procs_priv "
             f"WHERE {where}", params).fetchall():
-        for p in _set(privs):
+        for p in priv_set(privs):
             out.add(Grant(_grantee(user, host), str(rtype).lower(), dbname, routine,
-                          _priv_name(p)))
+                          priv_name(p)))
     if users is not None:
         for grantee, priv in conn.execute(
                 "SELECT GRANTEE, PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "

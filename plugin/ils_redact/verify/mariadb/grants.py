@@ -35,7 +35,7 @@ from functools import lru_cache
 from ...backends.mariadb.connection import Connection
 from ...backends.mariadb.planner import grant_sql
 from ...backends.mariadb.sqltext import grantee_sql, ident
-from ...backends.mariadb.state import Grant, _priv_name, _set
+from ...backends.mariadb.state import DB_PRIVS, Grant, priv_name, priv_set
 
 PUBLIC = "PUBLIC"
 
@@ -49,18 +49,6 @@ ACCESS_BITS = (
     "FEDERATED ADMIN", "CONNECTION ADMIN", "READ_ONLY ADMIN", "REPLICATION SLAVE ADMIN",
     "REPLICATION MASTER ADMIN", "BINLOG ADMIN", "BINLOG REPLAY", "SLAVE MONITOR",
 )
-
-_DB_COLUMNS = {
-    "Select_priv": "SELECT", "Insert_priv": "INSERT", "Update_priv": "UPDATE",
-    "Delete_priv": "DELETE", "Create_priv": "CREATE", "Drop_priv": "DROP",
-    "Grant_priv": "GRANT OPTION", "References_priv": "REFERENCES", "Index_priv": "INDEX",
-    "Alter_priv": "ALTER", "Create_tmp_table_priv": "CREATE TEMPORARY TABLES",
-    "Lock_tables_priv": "LOCK TABLES", "Create_view_priv": "CREATE VIEW",
-    "Show_view_priv": "SHOW VIEW", "Create_routine_priv": "CREATE ROUTINE",
-    "Alter_routine_priv": "ALTER ROUTINE", "Execute_priv": "EXECUTE",
-    "Event_priv": "EVENT", "Trigger_priv": "TRIGGER", "Delete_history_priv": "DELETE HISTORY",
-}
-
 
 def decode_access(access: int) -> list[str]:
     """Global privilege names of an ``access`` bit mask."""
@@ -215,7 +203,7 @@ class ServerGrants:
 
 
 _GLOBAL = "SELECT User, Host, Priv FROM mysql.global_priv"
-_DB = "SELECT Host, Db, User, " + ", ".join(_DB_COLUMNS) + " FROM mysql.db"
+_DB = "SELECT Host, Db, User, " + ", ".join(DB_PRIVS) + " FROM mysql.db"
 _TABLES = "SELECT Host, Db, User, Table_name, Table_priv FROM mysql.tables_priv"
 _COLUMNS = ("SELECT Host, Db, User, Table_name, Column_name, Column_priv "
             "FROM mysql.columns_priv")
@@ -241,22 +229,22 @@ def read_server_grants(conn: Connection) -> ServerGrants:
             sg.grants[acct.key].add(Grant(acct.key, "global", "", "", p))
     for row in conn.execute(_DB).fetchall():
         host, db, user = row[:3]
-        for flag, p in zip(row[3:], _DB_COLUMNS.values(), strict=True):
+        for flag, p in zip(row[3:], DB_PRIVS.values(), strict=True):
             if flag == "Y":
                 sg.grants[grantee_key(user, host)].add(Grant(grantee_key(user, host),
                                                              "database", db, "", p))
     for host, db, user, table, privs in conn.execute(_TABLES).fetchall():
         key = grantee_key(user, host)
-        for p in _set(privs):
-            sg.grants[key].add(Grant(key, "table", db, table, _priv_name(p)))
+        for p in priv_set(privs):
+            sg.grants[key].add(Grant(key, "table", db, table, priv_name(p)))
     for host, db, user, table, column, privs in conn.execute(_COLUMNS).fetchall():
         key = grantee_key(user, host)
-        for p in _set(privs):
-            sg.grants[key].add(Grant(key, "column", db, table, _priv_name(p), column))
+        for p in priv_set(privs):
+            sg.grants[key].add(Grant(key, "column", db, table, priv_name(p), column))
     for host, db, user, routine, rtype, privs in conn.execute(_ROUTINES).fetchall():
         key = grantee_key(user, host)
-        for p in _set(privs):
-            sg.grants[key].add(Grant(key, str(rtype).lower(), db, routine, _priv_name(p)))
+        for p in priv_set(privs):
+            sg.grants[key].add(Grant(key, str(rtype).lower(), db, routine, priv_name(p)))
     for host, user, role, admin in conn.execute(_MAPPINGS).fetchall():
         sg.mappings[grantee_key(user, host)].add((role, admin == "Y"))
     return sg
