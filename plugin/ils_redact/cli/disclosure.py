@@ -15,6 +15,7 @@ from ..disclosure import export as export_mod
 from ..disclosure import forms
 from ..disclosure import requests as req_mod
 from ..errors import EXIT_VIOLATION, IlsRedactError, Refused
+from ..rules.model import STAFF_KINDS
 from . import cli
 from .context import CliContext, pass_ctx
 
@@ -342,7 +343,7 @@ def _apply_staff_plan(ctx: CliContext, conn: Any, plan: Any, dry_run: bool) -> N
 
 @staff.command("grant")
 @click.argument("login")
-@click.option("--role", "kind", type=click.Choice(["disclosure", "stats", "admin"]),
+@click.option("--role", "kind", type=click.Choice(STAFF_KINDS),
               required=True)
 @click.option("--create", is_flag=True, help="Create the login if it does not exist.")
 @click.option("--password-prompt", is_flag=True,
@@ -367,7 +368,7 @@ def staff_grant(ctx: CliContext, login: str, kind: str, create: bool, password_p
 
 @staff.command("revoke")
 @click.argument("login")
-@click.option("--role", "kind", type=click.Choice(["disclosure", "stats", "admin"]),
+@click.option("--role", "kind", type=click.Choice(STAFF_KINDS),
               required=True)
 @click.option("--dry-run", is_flag=True)
 @pass_ctx

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import IlsRedactError
+
 #: The roles ils-redact creates, by their suffix after the role prefix.  ``owner`` owns
 #: the layer's objects and is never granted to a person; ``admin`` is for the staff who
 #: manage requests; ``disclosure`` and ``stats`` are the restricted roles; ``exporter``
@@ -21,6 +23,8 @@ from typing import Any
 #: ``stats_owner`` owns the statistics reports (NOLOGIN, never granted to a person) and
 #: holds only the column grants they read.
 ROLE_KINDS = ("owner", "admin", "disclosure", "exporter", "stats", "stats_owner")
+#: what `ils-redact staff grant --role` takes
+STAFF_KINDS = ("disclosure", "stats", "admin")
 
 ALL_COLUMNS = "all"
 
@@ -140,6 +144,16 @@ class Rules:
 
     def roles(self, database: str | None = None) -> dict[str, str]:
         return {k: self.role(k, database) for k in ROLE_KINDS}
+
+    def staff_role(self, kind: str, database: str | None = None) -> str:
+        """The role a staff login joins for ``kind`` (``staff grant --role``): in the
+        default ``function`` access mode, disclosure staff join the exporter role
+        (EXECUTE on the logged export only), not the disclosure role."""
+        if kind not in STAFF_KINDS:
+            raise IlsRedactError(f"unknown role {kind!r}: disclosure, stats or admin")
+        if kind == "disclosure" and self.disclosure.access == "function":
+            return self.role("exporter", database)
+        return self.role(kind, database)
 
     @property
     def sha256(self) -> str:

@@ -30,18 +30,6 @@ from .sqltext import account, grantee_sql, ident, string
 from .state import layer_database, read_grants
 from .uninstall import restore_default_role
 
-KINDS = ("disclosure", "stats", "admin")
-
-
-def group_for(rules: Rules, kind: str, database: str) -> str:
-    """The role a login joins: in the default ``function`` access mode, disclosure staff
-    join the exporter role (EXECUTE on the logged export only), not the disclosure role."""
-    if kind not in KINDS:
-        raise IlsRedactError(f"unknown role {kind!r}: disclosure, stats or admin")
-    if kind == "disclosure" and rules.disclosure.access == "function":
-        return rules.role("exporter", database)
-    return rules.role(kind, database)
-
 
 def _accounts(conn: Connection, user: str) -> list[tuple[str, str, str]]:
     return [(u, h, r) for u, h, r in conn.execute(
@@ -111,7 +99,7 @@ def plan_grant(conn: Connection, rules: Rules, login: str, kind: str, *,
     acct = f"{user}@{host}"
     if kind in ("disclosure", "stats") and exists:
         _refuse_bypass(conn, user, host, kind, database)
-    group = group_for(rules, kind, database)
+    group = rules.staff_role(kind, database)
     steps = plan.steps
     if not exists:
         steps.append(Step("record", acct, records_sql(layer, [
@@ -142,7 +130,7 @@ def plan_revoke(conn: Connection, rules: Rules, login: str, kind: str) -> Plan:
     state = state_for(conn, rules)
     layer = layer_database(database)
     plan = Plan(action="staff revoke", database=database, engine="mariadb")
-    group = group_for(rules, kind, database)
+    group = rules.staff_role(kind, database)
     user, host, default, _ = resolve_login(conn, login)
     acct = f"{user}@{host}"
     if not any(m == acct and r == group for m, r, _ in state.mappings):

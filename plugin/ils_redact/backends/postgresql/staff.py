@@ -21,8 +21,6 @@ from .connection import current_database, require_superuser
 from .planner import record_sql, unrecord_sql
 from .state import read_state
 
-KINDS = ("disclosure", "stats", "admin")
-
 
 @dataclass(frozen=True)
 class LoginInfo:
@@ -36,16 +34,6 @@ def _login(conn: psycopg.Connection, name: str) -> LoginInfo | None:
     row = conn.execute("SELECT rolname, rolsuper, rolbypassrls, rolcanlogin FROM pg_roles "
                        "WHERE rolname = %s", (name,)).fetchone()
     return LoginInfo(*row) if row else None
-
-
-def group_for(rules: Rules, kind: str, database: str) -> str:
-    """The role a login joins: in the default ``function`` access mode, disclosure staff
-    join the exporter role (EXECUTE on the logged export only), not the disclosure role."""
-    if kind not in KINDS:
-        raise IlsRedactError(f"unknown role {kind!r}: disclosure, stats or admin")
-    if kind == "disclosure" and rules.disclosure.access == "function":
-        return rules.role("exporter", database)
-    return rules.role(kind, database)
 
 
 def plan_grant(conn: psycopg.Connection, rules: Rules, login: str, kind: str, *,
@@ -65,7 +53,7 @@ def plan_grant(conn: psycopg.Connection, rules: Rules, login: str, kind: str, *,
         raise Refused(f"{login} cannot log in (NOLOGIN): grant roles to people's logins")
     if kind in ("disclosure", "stats") and info is not None:
         _refuse_bypass(conn, rules, login, info, kind)
-    group = group_for(rules, kind, database)
+    group = rules.staff_role(kind, database)
     steps = plan.steps
     if info is None:
         q = sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS").format(sql.Identifier(login))
@@ -115,7 +103,7 @@ def plan_revoke(conn: psycopg.Connection, rules: Rules, login: str, kind: str) -
     database = current_database(conn)
     state = read_state(conn, rules)
     plan = Plan(action="staff revoke", database=database, engine="postgresql")
-    group = group_for(rules, kind, database)
+    group = rules.staff_role(kind, database)
     direct = conn.execute(
         "SELECT 1 FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid "
         "JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = %s AND m.rolname = %s",
