@@ -50,6 +50,26 @@ def test_plan_is_what_install_runs(eg_db: EgDb, tmp_path: Path) -> None:
     assert "no longer the one reviewed" in res2.stderr
 
 
+def test_status_reports_install_and_drift(eg_db: EgDb) -> None:
+    with eg_db.connect(autocommit=False) as conn:
+        before = pg.status(conn, eg_db.rules)
+    assert not before["installed"] and not before["in_sync"]
+    assert before["drift"] and "rules_sha256" not in before
+    install(eg_db)
+    with eg_db.connect(autocommit=False) as conn:
+        after = pg.status(conn, eg_db.rules)
+    assert after["installed"] and after["in_sync"] and after["drift"] == []
+    assert after["rules_changed"] is False
+    assert after["installed_rules_sha256"] == after["rules_sha256"] == eg_db.rules.sha256
+    assert after["layer_version"] == after["layer_version_available"]
+    with eg_db.connect() as conn:  # a grant removed by hand is drift
+        conn.execute(sql.SQL("REVOKE SELECT (email) ON actor.usr FROM {}").format(
+            sql.Identifier(eg_db.role("disclosure"))))
+    with eg_db.connect(autocommit=False) as conn:
+        drifted = pg.status(conn, eg_db.rules)
+    assert not drifted["in_sync"] and drifted["drift"], drifted
+
+
 def test_install_twice_is_a_no_op(eg_db: EgDb) -> None:
     first = install(eg_db)
     assert len(first.changes()) > 10

@@ -9,9 +9,13 @@ layer's own schema so ``uninstall`` can undo exactly that and nothing else.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from .catalog import Catalog
+from .errors import IlsRedactError
+from .rules import Rules, check_against_catalog
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,34 @@ class Plan:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
+
+
+def status_fields(rules: Rules, catalog: Catalog, state: Any,
+                  plan_install: Callable[[Rules, Catalog, Any], Plan],
+                  last_install: tuple[Any, Any, str, Any] | None, *,
+                  recorded: bool) -> dict[str, Any]:
+    """What ``status`` reports on every server about the rules against the database.
+
+    ``last_install`` is the newest ``install`` row of the layer's install log (rules
+    sha256, tool version, when as text, who); ``recorded`` says whether there is such a
+    log to read.  Drift is the plan the rules would produce today (None, with the error,
+    when the rules no longer fit the catalog); ``in_sync`` is left to the caller, which
+    knows what else keeps a database from being in sync.
+    """
+    out: dict[str, Any] = {}
+    if recorded:
+        if last_install:
+            out.update(installed_rules_sha256=last_install[0],
+                       installed_by_tool=last_install[1], installed_at=last_install[2],
+                       installed_by=last_install[3])
+        out["rules_sha256"] = rules.sha256
+        out["rules_changed"] = bool(last_install and last_install[0] != rules.sha256)
+    try:
+        notices = check_against_catalog(rules, catalog)
+        plan = plan_install(rules, catalog, state)
+        out["drift"] = [f"{s.kind} {s.target}" for s in plan.changes()]
+        out["unclassified"] = [n.object for n in notices]
+    except IlsRedactError as exc:
+        out["drift"] = None
+        out["error"] = str(exc)
+    return out

@@ -20,9 +20,9 @@ import pymysql
 
 from ... import __version__
 from ...catalog import Catalog
-from ...errors import IlsRedactError, StateError
-from ...plan import Plan
-from ...rules import Rules, check_against_catalog
+from ...errors import StateError
+from ...plan import Plan, status_fields
+from ...rules import Rules
 from .connection import (
     Connection,
     current_database,
@@ -249,24 +249,15 @@ def status(conn: Connection, rules: Rules) -> dict[str, Any]:
         "roles": dict(n.roles, owner=n.owner),
         "unfinished_runs": state.unfinished_runs,
     }
-    if state.is_installed and "install_log" in state.layer_tables:
+    recorded = state.is_installed and "install_log" in state.layer_tables
+    row = None
+    if recorded:
         row = conn.execute(
             "SELECT rules_sha256, tool_version, at, by_user FROM "
             f"{qname(state.layer, 'install_log')} WHERE action = 'install' "
             "ORDER BY id DESC LIMIT 1").fetchone()
-        if row:
-            out.update(installed_rules_sha256=row[0], installed_by_tool=row[1],
-                       installed_at=row[2].isoformat() + "Z", installed_by=row[3])
-        out["rules_sha256"] = rules.sha256
-        out["rules_changed"] = bool(row and row[0] != rules.sha256)
-    try:
-        notices = check_against_catalog(rules, catalog)
-        plan = plan_install(rules, catalog, state)
-        out["drift"] = [f"{s.kind} {s.target}" for s in plan.changes()]
-        out["unclassified"] = [x.object for x in notices]
-    except IlsRedactError as exc:
-        out["drift"] = None
-        out["error"] = str(exc)
+    last = (row[0], row[1], row[2].isoformat() + "Z", row[3]) if row else None
+    out.update(status_fields(rules, catalog, state, plan_install, last, recorded=recorded))
     out["in_sync"] = (state.is_installed and out.get("drift") == []
                       and not state.unfinished_runs)
     conn.rollback()

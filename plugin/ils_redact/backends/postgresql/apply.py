@@ -18,9 +18,9 @@ from psycopg import sql
 
 from ... import __version__
 from ...catalog import Catalog
-from ...errors import IlsRedactError, StateError
-from ...plan import Plan
-from ...rules import Rules, check_against_catalog
+from ...errors import StateError
+from ...plan import Plan, status_fields
+from ...rules import Rules
 from .connection import current_database, lock_statement, require_superuser
 from .introspect import read_catalog
 from .planner import layer_version_available, plan_install
@@ -168,22 +168,13 @@ def status(conn: psycopg.Connection, rules: Rules) -> dict[str, Any]:
         "layer_version_available": layer_version_available(),
         "roles": rules.roles(state.database),
     }
+    row = None
     if state.is_installed:
         row = conn.execute(
             "SELECT rules_sha256, tool_version, at, by_user FROM ils_redact.install_log "
             "WHERE action = 'install' ORDER BY id DESC LIMIT 1").fetchone()
-        if row:
-            out.update(installed_rules_sha256=row[0], installed_by_tool=row[1],
-                       installed_at=row[2].isoformat(), installed_by=row[3])
-        out["rules_sha256"] = rules.sha256
-        out["rules_changed"] = bool(row and row[0] != rules.sha256)
-    try:
-        notices = check_against_catalog(rules, catalog)
-        plan = plan_install(rules, catalog, state)
-        out["drift"] = [f"{s.kind} {s.target}" for s in plan.changes()]
-        out["unclassified"] = [n.object for n in notices]
-    except IlsRedactError as exc:
-        out["drift"] = None
-        out["error"] = str(exc)
+    last = (row[0], row[1], row[2].isoformat(), row[3]) if row else None
+    out.update(status_fields(rules, catalog, state, plan_install, last,
+                             recorded=state.is_installed))
     out["in_sync"] = state.is_installed and out.get("drift") == []
     return out
