@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Callable
 
 from psycopg import sql
 
+from ..catalog import Catalog
 from ..errors import IlsRedactError
+from ..rules import Rules
 from ..rules.semantic import unclassified
 from .context import VerifyContext
 from .findings import WARNING, Check, Finding
@@ -271,29 +274,43 @@ def public_grants(ctx: VerifyContext) -> Check:
     return check
 
 
+def unclassified_findings(rules: Rules, catalog: Catalog, *, skip_schemas: frozenset[str],
+                          what: str, new_since: str, column_effect: str,
+                          rules_name: Callable[[str], str] = lambda r: r) -> list[Finding]:
+    """A warning for every relation the rules do not classify and every unclassified
+    column of an identity table; both servers' verify report them with this wording
+    (``what``: the kind a relation is called when the catalog has none for it;
+    ``new_since``: how it may have come; ``column_effect``: what happens to the column
+    until someone decides; ``rules_name``: the catalog's name as the rules spell it)."""
+    out: list[Finding] = []
+    where = rules.path or "the rules"
+    for n in unclassified(rules, catalog, skip_schemas=skip_schemas):
+        if n.code == "UNCLASSIFIED-RELATION":
+            rel = catalog.get(n.object)
+            out.append(Finding(
+                "H-UNCLASSIFIED-RELATION", n.object,
+                f"{rel.kind if rel else what} {n.object} is not in the rules ({new_since}): "
+                "closed to restricted roles, but nobody has decided whether it holds patron "
+                "data",
+                f"classify it in {where} (identity, secret, confidential, personal or other)"))
+        else:
+            rel_name, _, col = n.object.rpartition(".")
+            out.append(Finding(
+                "H-UNCLASSIFIED-COLUMN", n.object,
+                f"column {n.object} of identity table {rel_name} is not in the rules: "
+                f"{column_effect}",
+                f"list {col} under identity.{rules_name(rel_name)}.columns or .withheld in "
+                f"{where}"))
+    return out
+
+
 def unclassified_check(ctx: VerifyContext) -> Check:
     check = Check("hazard/unclassified", "the rules classify every relation, and every "
                   "column of the identity tables")
-    notices = unclassified(ctx.rules, ctx.catalog,
-                           skip_schemas=frozenset(ctx.layer_schemas))
-    for n in notices:
-        if n.code == "UNCLASSIFIED-RELATION":
-            rel = ctx.catalog.get(n.object)
-            check.findings.append(Finding(
-                "H-UNCLASSIFIED-RELATION", n.object,
-                f"{rel.kind if rel else 'relation'} {n.object} is not in the rules (new since "
-                "they were written?): closed to restricted roles, but nobody has decided "
-                "whether it holds patron data",
-                f"classify it in {ctx.rules.path or 'the rules'} (identity, secret, "
-                "confidential, personal or other)"))
-        else:
-            rel_name, _, col = n.object.rpartition(".")
-            check.findings.append(Finding(
-                "H-UNCLASSIFIED-COLUMN", n.object,
-                f"column {n.object} of identity table {rel_name} is not in the rules: closed "
-                "to the disclosure role until someone decides",
-                f"list {col} under identity.{rel_name}.columns or .withheld in "
-                f"{ctx.rules.path or 'the rules'}"))
+    check.findings += unclassified_findings(
+        ctx.rules, ctx.catalog, skip_schemas=frozenset(ctx.layer_schemas), what="relation",
+        new_since="new since they were written?",
+        column_effect="closed to the disclosure role until someone decides")
     check.detail = f"{len(ctx.catalog.relations)} relations"
     return check
 

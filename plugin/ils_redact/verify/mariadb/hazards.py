@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ...backends.mariadb.sqltext import account, ident
-from ...rules.semantic import unclassified
 from ..findings import WARNING, Check, Finding
+from ..hazards import unclassified_findings
 from .catalog_proof import GLOBAL_WHY, where
 from .context import MariaContext, Routine, View
 from .grants import PUBLIC, db_covers, describe, grantee_sql, revoke_role_sql, revoke_sql
@@ -246,24 +246,11 @@ def anonymous(ctx: MariaContext) -> Check:
 def unclassified_check(ctx: MariaContext) -> Check:
     check = Check("hazard/unclassified", "the rules classify every Koha table, and every "
                   "column of the identity tables")
-    for n in unclassified(ctx.rules, ctx.catalog, skip_schemas=frozenset()):
-        if n.code == "UNCLASSIFIED-RELATION":
-            rel = ctx.catalog.get(n.object)
-            check.findings.append(Finding(
-                "H-UNCLASSIFIED-RELATION", n.object,
-                f"{rel.kind if rel else 'table'} {n.object} is not in the rules (new since "
-                "they were written, e.g. a Koha upgrade?): closed to restricted roles, but "
-                "nobody has decided whether it holds patron data",
-                f"classify it in {ctx.rules.path or 'the rules'} (identity, secret, "
-                "confidential, personal or other)"))
-        else:
-            rel_name, _, col = n.object.rpartition(".")
-            check.findings.append(Finding(
-                "H-UNCLASSIFIED-COLUMN", n.object,
-                f"column {n.object} of identity table {rel_name} is not in the rules: the "
-                "identity view leaves it out until someone decides",
-                f"list {col} under identity.{rel_name.split('.', 1)[-1]}.columns or "
-                f".withheld in {ctx.rules.path or 'the rules'}"))
+    check.findings += unclassified_findings(
+        ctx.rules, ctx.catalog, skip_schemas=frozenset(), what="table",
+        new_since="new since they were written, e.g. a Koha upgrade?",
+        column_effect="the identity view leaves it out until someone decides",
+        rules_name=lambda r: r.split(".", 1)[-1])
     check.detail = f"{len(ctx.catalog.relations)} Koha tables"
     return check
 
