@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .catalog import Catalog
 from .errors import IlsRedactError
@@ -58,11 +58,21 @@ class Plan:
         """Steps that change the ILS or the roles (bookkeeping excluded)."""
         return [s for s in self.steps if s.kind != "record"]
 
+    #: how the server is named in the script's first line (the engine by default)
+    engine_label: ClassVar[str] = ""
+    #: how the steps are applied, said after the count of statements
+    applied: ClassVar[str] = ", applied in one transaction."
+
+    def statement_lines(self, step: Step) -> list[str]:
+        """One step as the lines of the script (a client may need delimiters)."""
+        return [step.sql.rstrip().rstrip(";") + ";"]
+
     def render(self) -> str:
-        """A reviewable SQL script, runnable as it stands with psql."""
+        """A reviewable SQL script, runnable as it stands with the server's own client."""
         head = [
             f"-- ils-redact {self.action} plan for database {self.database}"
-            + (f" ({self.engine} {self.server_version})" if self.server_version else ""),
+            + (f" ({self.engine_label or self.engine} {self.server_version})"
+               if self.server_version else ""),
         ]
         if self.rules_file:
             head.append(f"-- rules: {self.rules_file} (sha256 {self.rules_sha256[:16]})")
@@ -71,13 +81,13 @@ class Plan:
         if self.empty:
             head.append("-- nothing to do: the database already matches the rules.")
             return "\n".join(head) + "\n"
-        head.append(f"-- {len(self.changes())} changes, {len(self.steps)} statements, "
-                    "applied in one transaction.")
+        head.append(f"-- {len(self.changes())} changes, {len(self.steps)} statements"
+                    f"{self.applied}")
         out = head + [""] + list(self.preamble)
         for step in self.steps:
             if step.why:
                 out.append(f"-- {step.why}")
-            out.append(step.sql.rstrip().rstrip(";") + ";")
+            out += self.statement_lines(step)
         out += list(self.postamble)
         return "\n".join(out) + "\n"
 

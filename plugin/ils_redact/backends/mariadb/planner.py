@@ -82,31 +82,16 @@ class MariaPlan(Plan):
     """A plan rendered as a script for the ``mariadb`` client (DELIMITER around routine
     bodies), with the note that its statements commit one by one."""
 
-    def render(self) -> str:
-        head = [f"-- ils-redact {self.action} plan for database {self.database}"
-                + (f" (MariaDB {self.server_version})" if self.server_version else "")]
-        if self.rules_file:
-            head.append(f"-- rules: {self.rules_file} (sha256 {self.rules_sha256[:16]})")
-        for note in self.notes:
-            head.append(f"-- note: {note}")
-        if self.empty:
-            head.append("-- nothing to do: the database already matches the rules.")
-            return "\n".join(head) + "\n"
-        head.append(f"-- {len(self.changes())} changes, {len(self.steps)} statements. MariaDB "
-                    "commits DDL statement by statement: the steps are ordered so that an "
-                    "interrupted run leaves nothing readable, and `ils-redact install` "
-                    "finishes it.")
-        out = head + [""] + list(self.preamble)
-        for step in self.steps:
-            if step.why:
-                out.append(f"-- {step.why}")
-            text = step.sql.rstrip().rstrip(";")
-            if is_compound(text):
-                out += ["DELIMITER $$", text + "$$", "DELIMITER ;"]
-            else:
-                out.append(text + ";")
-        out += list(self.postamble)
-        return "\n".join(out) + "\n"
+    engine_label = "MariaDB"
+    applied = (". MariaDB commits DDL statement by statement: the steps are ordered so "
+               "that an interrupted run leaves nothing readable, and `ils-redact install` "
+               "finishes it.")
+
+    def statement_lines(self, step: Step) -> list[str]:
+        text = step.sql.rstrip().rstrip(";")
+        if is_compound(text):
+            return ["DELIMITER $$", text + "$$", "DELIMITER ;"]
+        return [text + ";"]
 
 
 @dataclass
