@@ -137,3 +137,35 @@ def status_fields(rules: Rules, catalog: Catalog, state: Any,
         out["drift"] = None
         out["error"] = str(exc)
     return out
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One bookkeeping row (``installed_object``): what install created or changed, and
+    what was there before, so uninstall can undo exactly that."""
+
+    kind: str
+    object: str
+    detail: dict[str, Any]
+    prior: dict[str, Any] | None
+
+
+class InstalledRecords:
+    """What a backend's state answers from the bookkeeping it read (both servers keep the
+    same rows)."""
+
+    installed: list[Installed]
+    layer_version: int | None
+
+    @property
+    def is_installed(self) -> bool:
+        return self.layer_version is not None
+
+    def installed_of(self, kind: str) -> list[Installed]:
+        return [i for i in self.installed if i.kind == kind]
+
+    def record(self, obj: str) -> Installed | None:
+        for i in self.installed:
+            if i.object == obj:
+                return i
+        return None

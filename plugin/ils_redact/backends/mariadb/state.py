@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import StateError
+from ...plan import Installed, InstalledRecords
 from .connection import Connection, current_database, scalar, server_version
 from .sqltext import string
 
@@ -63,14 +64,6 @@ class Grant:
 
 
 @dataclass(frozen=True)
-class Installed:
-    kind: str
-    object: str
-    detail: dict[str, Any]
-    prior: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
 class LayerObject:
     objtype: str  # VIEW | PROCEDURE | FUNCTION | TRIGGER
     name: str
@@ -82,7 +75,7 @@ class LayerObject:
 
 
 @dataclass
-class MariaState:
+class MariaState(InstalledRecords):
     database: str
     layer: str
     server_version: str
@@ -105,21 +98,8 @@ class MariaState:
     unfinished_runs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def is_installed(self) -> bool:
-        return self.layer_version is not None
-
-    @property
     def has_bookkeeping(self) -> bool:
         return "installed_object" in self.layer_tables
-
-    def installed_of(self, kind: str) -> list[Installed]:
-        return [i for i in self.installed if i.kind == kind]
-
-    def record(self, obj: str) -> Installed | None:
-        for i in self.installed:
-            if i.object == obj:
-                return i
-        return None
 
     @classmethod
     def empty(cls, database: str, version: str = "") -> MariaState:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from ...plan import Installed, InstalledRecords
 from ...rules import Rules
 from .connection import current_database, server_version
 
@@ -70,16 +71,8 @@ class PolicyInfo:
     comment: str | None
 
 
-@dataclass(frozen=True)
-class Installed:
-    kind: str
-    object: str
-    detail: dict[str, Any]
-    prior: dict[str, Any] | None
-
-
 @dataclass
-class PgState:
+class PgState(InstalledRecords):
     database: str
     server_version: str
     roles: dict[str, RoleInfo]
@@ -98,19 +91,6 @@ class PgState:
     settings: dict[str, Any] | None = None
     #: signature -> (owner, comment) of the functions in the layer's schema
     layer_functions: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-
-    @property
-    def is_installed(self) -> bool:
-        return self.layer_version is not None
-
-    def installed_of(self, kind: str) -> list[Installed]:
-        return [i for i in self.installed if i.kind == kind]
-
-    def record(self, object: str) -> Installed | None:
-        for i in self.installed:
-            if i.object == object:
-                return i
-        return None
 
     @classmethod
     def empty(cls, database: str, version: str = "") -> PgState:
