@@ -37,7 +37,7 @@ from ..rules import Rules, check_against_catalog
 from . import catalog_proof, drift, empirical, hazards
 from .context import VerifyContext
 from .expect import RESTRICTED_KINDS, expectations
-from .findings import CODES, VIOLATION, WARNING, Check, Finding
+from .findings import CODES, VIOLATION, WARNING, Check, Finding, run_parts
 from .graph import read_graph
 from .report import Report, junit_error
 from .stats_layer import layer_roles, read_stats_layer
@@ -71,11 +71,7 @@ def verify(conn: psycopg.Connection, rules: Rules, *, ils_config: Path | str | N
             ctx = _context(conn, rules, ils_config=ils_config,
                            backup_roles=tuple(backup_roles), exhaustive=exhaustive)
             timings["read"] = time.perf_counter() - t
-            checks: list[Check] = []
-            for name, part in PARTS:
-                t = time.perf_counter()
-                checks += part.run(ctx)
-                timings[name] = time.perf_counter() - t
+            checks = run_parts(PARTS, ctx, timings)
     except psycopg.Error as exc:
         raise StateError(f"verify failed: {exc.diag.message_primary or exc}",
                          hint="nothing was changed") from None

@@ -44,7 +44,7 @@ from ...backends.mariadb.introspect import read_catalog
 from ...backends.mariadb.planner import names_for
 from ...errors import StateError
 from ...rules import Rules, check_against_catalog
-from ..findings import Check
+from ..findings import run_parts
 from ..report import Report
 from . import catalog_proof, drift, empirical, hazards
 from .context import MariaContext, read_relations, read_routines, read_views
@@ -73,11 +73,7 @@ def verify(conn: Connection, rules: Rules, *, ils_config: Path | str | None = No
         finally:
             conn.rollback()
         timings["read"] = time.perf_counter() - t
-        checks: list[Check] = []
-        for name, part in PARTS:
-            t = time.perf_counter()
-            checks += part.run(ctx)
-            timings[name] = time.perf_counter() - t
+        checks = run_parts(PARTS, ctx, timings)
     except pymysql.err.MySQLError as exc:
         msg = exc.args[1] if len(exc.args) > 1 else str(exc)
         raise StateError(f"verify failed: {msg}", hint="nothing was changed") from None
