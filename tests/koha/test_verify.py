@@ -62,13 +62,17 @@ def test_clean_install_verifies_and_changes_nothing(world, tmp_path: Path) -> No
     layer = db.rows("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
                     (db.layer,))[0][0]
     relations = 293 + layer
+    lookups = {"disclosure": 1}  # the disclosure role's lookup procedure: its rows
     for kind in KINDS:
         assert f"catalog/{kind}" in ids and f"empirical/{kind}/functions" in ids
-        assert sum(1 for i in ids if i.startswith(f"empirical/{kind}/")) == relations + 1
+        assert sum(1 for i in ids if i.startswith(f"empirical/{kind}/")) == \
+            relations + 1 + lookups.get(kind, 0)
     assert "catalog/definer" in ids
     assert [i for i in ids if i.startswith("hazard/")] == [f"hazard/{c}" for c in CLASSES]
     assert ids[-1] == "drift"
-    assert len(ids) == len(set(ids)) == 4 + 3 * (relations + 1) + len(CLASSES) + 1
+    assert len(ids) == len(set(ids)) == 4 + 3 * (relations + 1) + 1 + len(CLASSES) + 1
+    assert run.check(f"empirical/disclosure/lookup/{db.layer}.lookup_borrowers")["detail"] == \
+        "no row outside the scope"
 
     # as the disclosure role: the view's identity columns, nothing of Koha's own tables
     n = len(db.rules.identity[0].columns)
@@ -81,7 +85,7 @@ def test_clean_install_verifies_and_changes_nothing(world, tmp_path: Path) -> No
         assert run.check(f"empirical/{kind}/{db.name}.issues")["detail"] == "closed"
         assert run.check(f"empirical/{kind}/{db.layer}.audit_log")["detail"] == "closed"
     assert run.check(f"empirical/stats/{db.layer}.borrowers")["detail"] == "closed"
-    assert ", 5 callable;" in run.check("empirical/disclosure/functions")["detail"]
+    assert ", 6 callable;" in run.check("empirical/disclosure/functions")["detail"]
     assert ", 2 callable;" in run.check("empirical/exporter/functions")["detail"]
     reports = db.scalar("SELECT COUNT(*) FROM information_schema.ROUTINES WHERE "
                         "ROUTINE_SCHEMA = %s AND (ROUTINE_NAME LIKE 'report\\_%%' OR "

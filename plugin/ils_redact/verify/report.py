@@ -90,7 +90,8 @@ class Report:
         per_role: dict[str, list[Check]] = defaultdict(list)
         for c in self.checks:
             parts = c.id.split("/")
-            if parts[0] == "empirical" and parts[-1] != "functions":
+            # a role's relations fold into one row; its routines and lookups keep theirs
+            if parts[0] == "empirical" and parts[-1] != "functions" and parts[2:3] != ["lookup"]:
                 if parts[1] not in per_role:
                     rows.append((f"empirical/{parts[1]}", "", ""))
                 per_role[parts[1]].append(c)

@@ -46,7 +46,8 @@ ROLE_KINDS = ("admin", "disclosure", "exporter", "stats", "stats_owner")
 _ROLE_WHY = {
     "admin": "staff who manage disclosure requests act through this role's procedures",
     "disclosure": "reads identity columns of patrons in an approved request's scope only "
-                  "(through the layer's definer views; nothing on the Koha tables)",
+                  "(through the layer's definer views and lookup procedures; nothing on the Koha "
+                  "tables)",
     "exporter": "staff who may only call the logged export procedure",
     "stats": "reads suppressed aggregate reports only",
     "stats_owner": "definer of the statistics reports (never granted to anybody): reads "
@@ -182,11 +183,11 @@ def desired_grants(rules: Rules, catalog: Catalog, n: Names,
         for priv in privs:
             out.add(Grant(owner, "table", n.layer, table, priv))
     out.add(Grant(owner, "database", n.layer, "", "EXECUTE"))
-    dis = n.roles["disclosure"]
     for g in generated:
-        if g.objtype == "VIEW":
-            out.add(Grant(dis, "table", n.layer, g.name, "SELECT"))
-    out.add(Grant(dis, "table", n.layer, "scope_patrons", "SELECT"))
+        if g.granted_to:
+            level, priv = g.grant
+            out.add(Grant(n.roles[g.granted_to], level, n.layer, g.name, priv))
+    out.add(Grant(n.roles["disclosure"], "table", n.layer, "scope_patrons", "SELECT"))
     for kind, routines in _ROLE_ROUTINES.items():
         for rtype, name in routines:
             out.add(Grant(n.roles[kind], rtype.lower(), n.layer, name, "EXECUTE"))

@@ -9,9 +9,11 @@ block (one round trip), per relation:
    relation (a column is enough), so a refusal proves every column closed;
 2. every column at once; when that is refused, each column alone (a second block, only
    for those relations);
-3. for the disclosure role, on the identity views and ``scope_patrons``: the rows it sees.
-   The probe login has no scope (no request names it), so every row it sees is a row
-   outside its scope.
+3. for the disclosure role, on the identity views and ``scope_patrons``: the rows it sees,
+   and the rows each identity lookup procedure returns for ``NULL`` (the whole scope; a
+   call of its own after the block, which cannot keep a result set).  The probe login
+   has no scope (no request names it), so every row it sees is a row outside its
+   scope.
 
 ``--exhaustive`` skips 1 and 2 and reads every column of every relation alone.
 
@@ -20,8 +22,9 @@ elsewhere on the server) are called with one argument too many: the server check
 EXECUTE first (error 1370 when refused) and the number of arguments next (1318 when
 allowed), so the body never runs.
 
-One check per role and relation (``empirical/<kind>/<db>.<table>``) and one per role for
-the routines (``empirical/<kind>/functions``).
+One check per role and relation (``empirical/<kind>/<db>.<table>``), one per role for
+the routines (``empirical/<kind>/functions``) and one per lookup procedure
+(``empirical/disclosure/lookup/<db>.<procedure>``).
 """
 
 # ruff: noqa: S608 - probe SQL: identifiers only through sqltext.ident / qname
@@ -37,7 +40,7 @@ from ..findings import Check, Finding
 from .context import MariaContext, Routine
 from .expect import Expectation
 from .grants import grantee_sql
-from .probe import DENIED, WRONG_ARGS, probe_session, run_block, set_role
+from .probe import DENIED, WRONG_ARGS, call_rows, probe_session, run_block, set_role
 
 ROW_LIMIT = 1_000_000
 
@@ -118,6 +121,13 @@ def probe_role(ctx: MariaContext, session, exp: Expectation, relations: dict[str
         index.append(("call", r.qualified, r))
     results = run_block(session, probes)
     out.probes += len(probes)
+    for db, name in sorted(exp.lookups):
+        errno, n, msg = call_rows(session, f"CALL {qname(db, name)}(NULL)")
+        out.probes += 1
+        if errno:
+            out.errors.setdefault(f"{db}.{name}", f"{errno} {msg}")
+        elif n:
+            out.rows[f"{db}.{name}"] = n
 
     partial: list[str] = []
     any_ok: dict[str, bool] = {}
@@ -179,7 +189,29 @@ def run(ctx: MariaContext) -> list[Check]:
         for q, cols in relations.items():
             checks.append(_relation_check(kind, role, exp, q, cols, mine))
         checks.append(_routine_check(kind, role, exp, routines, mine))
+        checks += [_lookup_check(kind, role, db, name, mine) for db, name in sorted(exp.lookups)]
     return checks
+
+
+def _lookup_check(kind: str, role: str, db: str, name: str, mine: Outcome) -> Check:
+    q = f"{db}.{name}"
+    check = Check(f"empirical/{kind}/lookup/{q}",
+                  f"{role} calls {q} and gets the patrons of its own scope only")
+    if q in mine.errors:
+        check.findings.append(Finding(
+            "E-PROBE-ERROR", f"procedure {q}", f"as {role}, CALL {q}(NULL) failed: "
+            f"{mine.errors[q]}", "ils-redact install (it re-creates the procedure), then "
+            "verify again", role=kind))
+    elif q in mine.rows:
+        check.findings.append(Finding(
+            "E-ROWS", f"procedure {q}",
+            f"as {role}, in a session that no approved request names, CALL {q}(NULL) "
+            f"returned {mine.rows[q]:,} rows of patrons: the procedure no longer limits "
+            "rows to the caller's scope",
+            "ils-redact install (it re-creates the procedure with its scope filter)",
+            role=kind))
+    check.detail = "no row outside the scope" if not check.findings else "rows leak"
+    return check
 
 
 def _relation_check(kind: str, role: str, exp: Expectation, q: str, cols: tuple[str, ...],

@@ -3,16 +3,18 @@ layer database exactly the grants reviewed below.
 
 Three sources, and nothing else:
 
-1. the identity views the rules produce (``generated_objects``: one definer view per
-   identity table, named after it): SELECT for the disclosure role;
+1. the identity views and lookup procedures the rules produce (``generated_objects``:
+   one definer view per identity table, named after it, and one ``lookup_<table>``
+   procedure): SELECT and EXECUTE for the role each names (the disclosure role);
 2. the layer's own grants on its versioned objects, listed here by hand (the planner
    has its own list, ``planner._ROLE_ROUTINES``; a test checks the two agree, so a grant
    a later layer version adds to a restricted role fails verify until it is reviewed
    here);
 3. the statistics layer, read from what install recorded (``stats_layer``).
 
-Restricted roles: ``disclosure`` (the identity views, which filter to the caller's own
-scope), ``exporter`` (the logged export procedure only) and ``stats`` (aggregates only).
+Restricted roles: ``disclosure`` (the identity views and lookup procedures, which
+filter to the caller's own scope), ``exporter`` (the logged export procedure only) and
+``stats`` (aggregates only).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Expectation:
     #: (db, view) -> patron key: identity views, whose rows must be the caller's scope only
     scoped: dict[tuple[str, str], str] = field(default_factory=dict, hash=False,
                                                compare=False)
+    #: (db, procedure): identity lookups, whose rows must be the caller's scope only
+    lookups: frozenset[tuple[str, str]] = frozenset()
 
     def permits(self, g: Grant) -> bool:
         s = sig(g)
@@ -96,16 +100,21 @@ def expectations(rules: Rules, catalog: Catalog, layer: str, roles: dict[str, st
                  stats: StatsLayer) -> dict[str, Expectation]:
     """kind -> Expectation for each restricted role."""
     views = identity_views(rules, catalog, layer)
+    generated = [g for g in generated_objects(rules, catalog, layer) if g.granted_to]
     out: dict[str, Expectation] = {}
     for kind in RESTRICTED_KINDS:
         required = {(level, layer, name, priv, "") for level, name, priv in LAYER_GRANTS[kind]}
+        required |= {(g.grant[0], layer, g.name, g.grant[1], "") for g in generated
+                     if g.granted_to == kind}
         allowed: set[Sig] = set()
         scoped: dict[tuple[str, str], str] = {}
+        lookups: frozenset[tuple[str, str]] = frozenset()
         if kind == "disclosure":
-            required |= {("table", layer, v, "SELECT", "") for v in views}
             scoped = {(layer, v): key for v, key in views.items()}
+            lookups = frozenset((layer, g.name) for g in generated
+                                if g.objtype == "PROCEDURE" and g.granted_to == kind)
         if kind == "stats":
             allowed |= {sig(g) for g in stats.grants}
         out[kind] = Expectation(kind, roles[kind], frozenset(required), frozenset(allowed),
-                                scoped)
+                                scoped, lookups)
     return out

@@ -218,5 +218,22 @@ def run_block(session: Connection, probes: list[str]) -> list[tuple[int, Any, st
     return out
 
 
+def call_rows(session: Connection, call: str) -> tuple[int, int, str | None]:
+    """(errno, rows, message) of a CALL whose result set a probe block cannot hold in a
+    variable (a lookup procedure): its rows are counted here, one round trip."""
+    cur = session.cursor()
+    try:
+        cur.execute(call)
+        n = len(cur.fetchall())
+        while cur.nextset():
+            n += len(cur.fetchall() or ())
+        return 0, n, None
+    except pymysql.err.MySQLError as exc:
+        errno = int(exc.args[0]) if exc.args else 0
+        return errno, 0, str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    finally:
+        cur.close()
+
+
 def set_role(session: Connection, role: str) -> None:
     session.execute(f"SET ROLE {ident(role)}")
