@@ -16,7 +16,7 @@ import pytest
 from kohasupport import KohaDb
 from verifysupport import Run, dirty, execute, forget_public, verify_cli
 
-from ils_redact.backends.mariadb.sqltext import account, ident
+from ils_redact.backends.mariadb.sqltext import account, ident, string
 
 
 def q(db: KohaDb, table: str) -> str:
@@ -248,6 +248,21 @@ def check_unscoped_view(db: KohaDb, run: Run) -> None:
     run.only("D-DRIFT", "generated view borrowers")
 
 
+def seed_unscoped_lookup(db: KohaDb) -> None:
+    """lookup_borrowers re-created without its scope filter (same definer, same grant)."""
+    cols = ", ".join(ident(c) for c in db.rules.identity[0].columns)
+    execute(db, f"CREATE OR REPLACE DEFINER={account(db.owner, 'localhost')} PROCEDURE "
+                f"{ident(db.layer)}.lookup_borrowers(IN p_patrons LONGTEXT) READS SQL DATA "
+                f"SQL SECURITY DEFINER SELECT {cols} FROM {q(db, 'borrowers')}")
+
+
+def check_unscoped_lookup(db: KohaDb, run: Run) -> None:
+    f = run.only("E-ROWS", f"procedure {db.layer}.lookup_borrowers", "disclosure")
+    assert f"CALL {db.layer}.lookup_borrowers(NULL) returned 2,000 rows of patrons: the " \
+        "procedure no longer limits rows" in f["why"]
+    run.only("D-DRIFT", "generated procedure lookup_borrowers")
+
+
 def seed_layer_routine_definer(db: KohaDb) -> None:
     """log_refusal re-created as it is, but with the administrator as its definer."""
     with db.connect() as c:
@@ -286,6 +301,30 @@ def check_stats_owner_granted(db: KohaDb, run: Run) -> None:
         assert c.execute(f"SELECT COUNT(*) FROM {q(db, 'issues')}").fetchone()[0] > 0
 
 
+def grant_proxy(db: KohaDb, proxied: tuple[str, str], proxy: tuple[str, str]) -> None:
+    """``GRANT PROXY ON proxied TO proxy``, written into the grant table: only an account
+    holding PROXY WITH GRANT OPTION (root@localhost, over the socket) may run the
+    statement, and the tests connect over TCP.  Dropping the proxy login removes it."""
+    execute(db, "INSERT INTO mysql.proxies_priv (Host, User, Proxied_host, Proxied_user, "
+                f"With_grant, Grantor) VALUES ({string(proxy[1])}, {string(proxy[0])}, "
+                f"{string(proxied[1])}, {string(proxied[0])}, 0, 'root@localhost')",
+            "FLUSH PRIVILEGES")
+
+
+def seed_proxy_definer(db: KohaDb) -> None:
+    grant_proxy(db, (db.owner, "localhost"), (db.login("relay"), "%"))
+
+
+def check_proxy_definer(db: KohaDb, run: Run) -> None:
+    relay = f"{db.prefix}relay"
+    f = run.only("H-PROXY", f"account {relay}@%")
+    assert f["severity"] == "violation"
+    assert f"{relay}@% holds PROXY ON '{db.owner}'@'localhost', which covers " \
+        f"{db.owner}@localhost, the layer's definer" in f["why"]
+    assert f["fix"].startswith(f"REVOKE PROXY ON {account(db.owner, 'localhost')} FROM "
+                               f"{account(relay, '%')};")
+
+
 SEEDS: dict[str, tuple[Callable[[KohaDb], None], Callable[[KohaDb, Run], None]]] = {
     "select-on-issues": (seed_select_on_issues, check_select_on_issues),
     "definer-view": (seed_definer_view, check_definer_view),
@@ -300,8 +339,10 @@ SEEDS: dict[str, tuple[Callable[[KohaDb], None], Callable[[KohaDb, Run], None]]]
     "anonymous": (seed_anonymous_with_the_role, check_anonymous_with_the_role),
     "public-select": (seed_public_select, check_public_select),
     "unscoped-view": (seed_unscoped_view, check_unscoped_view),
+    "unscoped-lookup": (seed_unscoped_lookup, check_unscoped_lookup),
     "layer-routine-definer": (seed_layer_routine_definer, check_layer_routine_definer),
     "stats-owner-granted": (seed_stats_owner_granted, check_stats_owner_granted),
+    "proxy-definer": (seed_proxy_definer, check_proxy_definer),
 }
 
 #: the fix as printed restores a clean verify (the others need more than one statement, or
@@ -411,3 +452,26 @@ def test_a_role_granted_to_public(installed: KohaDb, tmp_path: Path) -> None:
             assert exc.value.args[0] == 1318  # allowed: only the argument count is wrong
     finally:
         execute(db, f"REVOKE {role(db, 'exporter')} FROM PUBLIC")
+
+
+def test_a_proxy_onto_a_staff_login_is_a_warning(installed: KohaDb, tmp_path: Path) -> None:
+    """PROXY on a login in a restricted role (here by a pattern that matches it): the proxy
+    would act with the role outside its grants.  A warning (the scope and the audit log
+    see the proxy's own name); --strict fails on it.  Proxying itself needs a PAM-style
+    plugin this server does not have, so the test is of the grant tables."""
+    db = installed
+    dina = db.login("dina", "disclosure")
+    relay = db.login("relay2")
+    pattern = dina[:-2] + "%"  # matches dina, and no definer
+    grant_proxy(db, (pattern, "%"), (relay, "%"))
+    run = verify_cli(db, tmp_path)
+    assert run.returncode == 0, run.explain()
+    f = run.only("H-PROXY", f"account {relay}@%")
+    assert f["severity"] == "warning"
+    assert f"which covers {dina}@%: with an authentication plugin that maps users, it acts " \
+        f"as {db.role('exporter')} ({dina}@% -> " in f["why"]
+    assert f["fix"].startswith(f"REVOKE PROXY ON {account(pattern, '%')} FROM "
+                               f"{account(relay, '%')};")
+    assert verify_cli(db, tmp_path, "--strict").returncode == 1
+    execute(db, f"DROP USER {account(relay, '%')}")  # the fix's effect (see grant_proxy)
+    assert verify_cli(db, tmp_path, "--strict").returncode == 0

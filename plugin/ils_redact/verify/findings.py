@@ -62,6 +62,8 @@ CODES: dict[str, str] = {
     "H-ANONYMOUS": "an anonymous account (''@host) holds or can take a restricted role",
     "H-DEFINER-UNLOCKED": "the layer's definer account is not locked: a login reads what the "
                           "views read",
+    "H-PROXY": "an account may log in as the layer's definer or as a login that holds a "
+               "restricted or admin role (PROXY)",
     "H-STALE-PROBE": "a probe login left on the server by a verify that did not finish",
     # drift
     "D-DRIFT": "the plan the rules produce today differs from what the catalog holds",

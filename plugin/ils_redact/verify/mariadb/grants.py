@@ -2,8 +2,8 @@
 
 The catalog proof needs what the server would allow, not what ils-redact recorded, so this
 reads the grant tables themselves (``mysql.global_priv``, ``db``, ``tables_priv``,
-``columns_priv``, ``procs_priv``, ``roles_mapping``), for every account and role on the
-server: a privilege can reach a restricted role from anywhere.
+``columns_priv``, ``procs_priv``, ``roles_mapping``, ``proxies_priv``), for every account
+and role on the server: a privilege can reach a restricted role from anywhere.
 
 How MariaDB combines them, as modelled here:
 
@@ -16,7 +16,12 @@ How MariaDB combines them, as modelled here:
 * database-level grants name a pattern (``koha\\_%``, ``%``) with ``LIKE`` wildcards;
 * global privileges are the ``access`` bit mask of ``mysql.global_priv`` (decoded below in
   the server's own order; ``tests/koha/test_verify_catalog.py`` checks it against
-  ``SHOW GRANTS``).
+  ``SHOW GRANTS``);
+* ``GRANT PROXY ON 'u'@'h' TO p`` lets ``p``, when an authentication plugin that maps
+  users (PAM with ``pam_user_map``) says so, log in *as* ``u``: with u's privileges and
+  roles, while ``USER()`` stays p's own name.  ``Proxied_user`` is a pattern with ``%``
+  and ``_``; a row with an empty proxied user (``root@localhost``'s default, the right to
+  grant PROXY) names no login.
 
 Grantee keys are those of :class:`~ils_redact.backends.mariadb.state.Grant`: ``role``,
 ``user@host``, ``PUBLIC``; an anonymous account is ``@host``.
@@ -34,7 +39,7 @@ from functools import lru_cache
 
 from ...backends.mariadb.connection import Connection
 from ...backends.mariadb.planner import grant_sql
-from ...backends.mariadb.sqltext import grantee_sql, ident
+from ...backends.mariadb.sqltext import account, grantee_sql, ident
 from ...backends.mariadb.state import DB_PRIVS, Grant, priv_name, priv_set
 
 PUBLIC = "PUBLIC"
@@ -114,6 +119,35 @@ class Account:
 
 
 @dataclass(frozen=True)
+class Proxy:
+    """A row of ``mysql.proxies_priv``: ``proxy`` may log in as ``proxied_user@proxied_host``."""
+
+    user: str
+    host: str
+    proxied_user: str
+    proxied_host: str
+    with_grant: bool = False
+
+    @property
+    def key(self) -> str:
+        return grantee_key(self.user, self.host)
+
+    def covers(self, acct: Account) -> bool:
+        """Whether this row lets its proxy log in as ``acct``."""
+        if not self.proxied_user or not acct.is_login:
+            return False
+        return bool(_pattern(self.proxied_user).fullmatch(acct.user)) and (
+            self.proxied_host == acct.host
+            or bool(_pattern(self.proxied_host or "%").fullmatch(acct.host)))
+
+    @property
+    def sql(self) -> str:
+        return (f"REVOKE PROXY ON {account(self.proxied_user, self.proxied_host)} FROM "
+                f"{account(self.user, self.host)}; (as an account that may grant PROXY, "
+                "such as root@localhost over the socket)")
+
+
+@dataclass(frozen=True)
 class Held:
     """A privilege a role acts with: the grant, and how it gets it (``direct``, ``PUBLIC``
     or ``membership``), with the chain of role grants from the role to the grantee."""
@@ -133,6 +167,7 @@ class ServerGrants:
     grants: dict[str, set[Grant]] = field(default_factory=lambda: defaultdict(set))
     #: grantee key -> {(role granted to it, with admin option)}
     mappings: dict[str, set[tuple[str, bool]]] = field(default_factory=lambda: defaultdict(set))
+    proxies: list[Proxy] = field(default_factory=list)
 
     # -- the role graph --------------------------------------------------------------
     def roles_of(self, key: str) -> set[str]:
@@ -210,6 +245,8 @@ _COLUMNS = ("SELECT Host, Db, User, Table_name, Column_name, Column_priv "
 _ROUTINES = ("SELECT Host, Db, User, Routine_name, Routine_type, Proc_priv "
              "FROM mysql.procs_priv")
 _MAPPINGS = "SELECT Host, User, Role, Admin_option FROM mysql.roles_mapping"
+_PROXIES = ("SELECT User, Host, Proxied_user, Proxied_host, With_grant "
+            "FROM mysql.proxies_priv")
 
 
 def read_server_grants(conn: Connection) -> ServerGrants:
@@ -247,6 +284,8 @@ def read_server_grants(conn: Connection) -> ServerGrants:
             sg.grants[key].add(Grant(key, str(rtype).lower(), db, routine, priv_name(p)))
     for host, user, role, admin in conn.execute(_MAPPINGS).fetchall():
         sg.mappings[grantee_key(user, host)].add((role, admin == "Y"))
+    sg.proxies = [Proxy(str(u), str(h), str(pu), str(ph), bool(w))
+                  for u, h, pu, ph, w in conn.execute(_PROXIES).fetchall()]
     return sg
 
 

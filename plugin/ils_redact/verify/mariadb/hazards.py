@@ -16,7 +16,13 @@ restricted roles looks right.  One check per class (``hazard/<class>``):
   created) not locked: whoever logs in as it reads every identity column;
 * ``reporter``: the account in Koha's ``koha-conf.xml`` (``--ils-config``) holding more than
   the Koha database (saved SQL reports run with all of it);
-* ``probe-account``: a probe login left by a verify that was killed.
+* ``probe-account``: a probe login left by a verify that was killed;
+* ``proxy``: a ``PROXY`` grant (``mysql.proxies_priv``) that lets an account log in as the
+  layer's definer (a violation: it reads every patron's identity columns) or as a login
+  holding a restricted or admin role (a warning: it acts with that role without being
+  among the role's grantees; ``USER()``, which the scope and the audit log use, stays its
+  own name).  Proxying needs an authentication plugin that maps users (PAM); verify
+  cannot tell whether one is configured, so every such grant is reported.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from .kohaconf import koha_login
 from .probe import PROBE_PREFIX, stale_probes
 
 CLASSES = ("owner-rights-view", "security-definer", "public-grant", "anonymous",
-           "unclassified", "definer-account", "reporter", "probe-account")
+           "unclassified", "definer-account", "reporter", "probe-account", "proxy")
 
 
 def _examples(items: list[str], n: int = 4) -> str:
@@ -44,7 +50,7 @@ def _examples(items: list[str], n: int = 4) -> str:
 def run(ctx: MariaContext) -> list[Check]:
     return [owner_rights_views(ctx), security_definer(ctx), public_grants(ctx),
             anonymous(ctx), unclassified_check(ctx), definer_accounts(ctx), reporter(ctx),
-            probe_accounts(ctx)]
+            probe_accounts(ctx), proxies(ctx)]
 
 
 def _judged(ctx: MariaContext) -> list[tuple[str, str]]:
@@ -255,11 +261,16 @@ def unclassified_check(ctx: MariaContext) -> Check:
     return check
 
 
+def _definers(ctx: MariaContext) -> set[str]:
+    """The accounts ils-redact created (the definer): every layer object runs as one."""
+    return {f"{i.detail.get('name')}@{i.detail.get('host')}"
+            for i in ctx.state.installed_of("account")} | {ctx.owner}
+
+
 def definer_accounts(ctx: MariaContext) -> Check:
     check = Check("hazard/definer-account", "the layer's definer account (and every account "
                   "ils-redact created) is locked")
-    recorded = {f"{i.detail.get('name')}@{i.detail.get('host')}"
-                for i in ctx.state.installed_of("account")} | {ctx.owner}
+    recorded = _definers(ctx)
     for key in sorted(recorded):
         a = ctx.grants.accounts.get(key)
         if a is None or a.locked:
@@ -343,3 +354,35 @@ def probe_accounts(ctx: MariaContext) -> Check:
 
 
 __all__ = ["CLASSES", "run"]
+
+
+def proxies(ctx: MariaContext) -> Check:
+    check = Check("hazard/proxy", "no account may log in as the layer's definer, or as a "
+                  "login that holds a restricted or admin role, through PROXY")
+    definers = _definers(ctx)
+    watched = [*ctx.restricted, ("admin", ctx.roles["admin"])]
+    for px in sorted(ctx.grants.proxies, key=lambda x: (x.key, x.proxied_user, x.proxied_host)):
+        for acct in sorted(ctx.grants.accounts.values(), key=lambda a: a.key):
+            if acct.key == px.key or not px.covers(acct):
+                continue
+            via = (f"{px.key} holds PROXY ON '{px.proxied_user}'@'{px.proxied_host}'"
+                   f"{' WITH GRANT OPTION' if px.with_grant else ''}, which covers {acct.key}")
+            if acct.key in definers:
+                check.findings.append(Finding(
+                    "H-PROXY", f"account {px.key}",
+                    f"{via}, the layer's definer: with an authentication plugin that maps "
+                    "users, it logs in as the definer and reads the identity columns of "
+                    "every patron and writes the scope", px.sql))
+                continue
+            roles = [f"{role} ({' -> '.join(path)})" for _kind, role in watched
+                     if (path := ctx.grants.path_to(acct.key, role))]
+            if roles:
+                check.findings.append(Finding(
+                    "H-PROXY", f"account {px.key}",
+                    f"{via}: with an authentication plugin that maps users, it acts as "
+                    f"{', '.join(roles)} without being among the role's grantees (the "
+                    "scope and the audit log see its own name)",
+                    px.sql + "; or give it the role with ils-redact staff grant",
+                    severity=WARNING))
+    check.detail = f"{len(ctx.grants.proxies)} PROXY grants"
+    return check
