@@ -36,9 +36,9 @@ an expression per column.  So each identity table also gets a lookup procedure,
 columns of the caller's scoped patrons, all of them (``NULL``) or those in a JSON array
 of ids.  A caller passes ids, never SQL: nothing of the caller's runs inside, so the
 procedure needs neither guards nor a derived table, and its body is parsed once per
-connection.  It is the fast path for a client that looks patrons up (about 1.2x the
-owner's primary-key read, against 1.7-1.9x for the view: bench/koha_lookup.py); the
-views stay for ad-hoc SQL and the query gate.
+connection.  It is the fast path for a client that looks patrons up (1.26-1.28x the
+owner's primary-key read, against 1.9x for the view: bench/koha_lookup.py); the views
+stay for ad-hoc SQL and the query gate.
 
 The export procedure's definer is the disclosure role itself (MariaDB accepts a role as
 definer): it reads the scoped views as that role would, so even a bug in it cannot read
