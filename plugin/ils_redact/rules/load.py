@@ -30,7 +30,7 @@ from .model import (
 )
 
 try:  # the C loader is several times faster on the 700-line default file
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
+    _Loader: type[yaml.CSafeLoader | yaml.SafeLoader] = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
