@@ -25,15 +25,27 @@ category and home library, as Evergreen's do.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from ...stats.model import Dim, Join, Lookup, Measure, Report
 
 BRANCH = Lookup("branches", "branchcode", "branchname")
 ITEMTYPE = Lookup("itemtypes", "itemtype", "description")
 CATEGORY = Lookup("categories", "categorycode", "description")
 
+
+class _Source(TypedDict):
+    """The keyword arguments of a :class:`Measure` that say what it counts."""
+
+    relation: str
+    also: tuple[str, ...]
+    time_column: str
+    patron: tuple[str, ...]
+
+
 #: checkouts: current loans and returned ones
-CHECKOUTS = dict(relation="issues", also=("old_issues",), time_column="issuedate",
-                 patron=("borrowernumber",))
+CHECKOUTS = _Source(relation="issues", also=("old_issues",), time_column="issuedate",
+                    patron=("borrowernumber",))
 ITEM = Join("i", "items", "itemnumber", "t", "itemnumber")
 RECORD = Join("bi", "biblioitems", "biblioitemnumber", "i", "biblioitemnumber")
 PATRON = Join("u", "borrowers", "borrowernumber", "t", "borrowernumber")
