@@ -154,7 +154,7 @@ class Report:
         groups: dict[str, list[Check]] = defaultdict(list)
         for c in self.checks:
             groups[c.group].append(c)
-        totals = defaultdict(int)
+        totals: defaultdict[str, int] = defaultdict(int)
         for group, checks in groups.items():
             suite = ET.SubElement(root, "testsuite", name=f"ils-redact verify: {group}",
                                   time=f"{self.timings.get(group, 0.0):.3f}")
@@ -162,7 +162,7 @@ class Report:
             for k, v in (("database", self.database), ("server_version", self.server_version),
                          ("rules", self.rules), ("rules_sha256", self.rules_sha256)):
                 ET.SubElement(props, "property", name=k, value=v)
-            counts = defaultdict(int)
+            counts: defaultdict[str, int] = defaultdict(int)
             for c in checks:
                 classname, _, name = _junit_names(c)
                 case = ET.SubElement(suite, "testcase", classname=classname, name=name,
