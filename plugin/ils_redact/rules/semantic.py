@@ -214,16 +214,16 @@ def unclassified(rules: Rules, catalog: Catalog, *,
                           f"{rel.kind} {rel.qualified} is not classified in the rules "
                           "(closed to restricted roles; classify it)"))
     for t in rules.identity:
-        rel = catalog.get(t.relation)
-        if rel is None:
+        found = catalog.get(t.relation)
+        if found is None:
             continue
         secret = rules.secret.get(t.relation, ())
         covered = set(t.columns) | set(t.withheld) | (set(secret) if secret != ALL_COLUMNS else
-                                                      set(rel.column_names))
-        for col in rel.column_names:
+                                                      set(found.column_names))
+        for col in found.column_names:
             if col not in covered:
-                out.append(Notice("UNCLASSIFIED-COLUMN", f"{rel.qualified}.{col}",
-                                  f"column {rel.qualified}.{col} is not classified in the rules "
+                out.append(Notice("UNCLASSIFIED-COLUMN", f"{found.qualified}.{col}",
+                                  f"column {found.qualified}.{col} is not classified in the rules "
                                   "(closed to the disclosure role; list it under columns or "
                                   "withheld)"))
     return out
