@@ -20,7 +20,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 #: Scalar computations over values already read: text, dates, numbers, arrays, JSON.
-SCALAR_CLASSES: frozenset[type[exp.Expr]] = frozenset({
+SCALAR_CLASSES: frozenset[type[exp.Func]] = frozenset({
     exp.Lower, exp.Upper, exp.Initcap, exp.Trim, exp.Coalesce, exp.Nullif, exp.Greatest,
     exp.Least, exp.Concat, exp.ConcatWs, exp.Substring, exp.Length, exp.StrPosition,
     exp.Replace, exp.SplitPart, exp.Left, exp.Right, exp.Pad, exp.Reverse, exp.Repeat,
@@ -45,14 +45,14 @@ SCALAR_CLASSES: frozenset[type[exp.Expr]] = frozenset({
 })
 
 #: Operators sqlglot models as function nodes (``AND``, ``@>``, ``?``).
-OPERATOR_CLASSES: frozenset[type[exp.Expr]] = frozenset({
+OPERATOR_CLASSES: frozenset[type[exp.Func]] = frozenset({
     exp.And, exp.Or, exp.Xor, exp.ArrayContainedBy, exp.JSONArrayContains, exp.JSONBContains,
     exp.JSONBContainsAllTopKeys, exp.JSONBContainsAnyTopKeys, exp.JSONBContainsTopKey,
     exp.JSONBDeleteAtPath,
 })
 
 #: Aggregates that reduce a group to a number or a single value.
-VALUE_AGGREGATES: frozenset[type[exp.Expr]] = frozenset({
+VALUE_AGGREGATES: frozenset[type[exp.Func]] = frozenset({
     exp.Count, exp.CountIf, exp.Min, exp.Max, exp.Sum, exp.Avg, exp.Stddev, exp.StddevPop,
     exp.StddevSamp, exp.Variance, exp.VariancePop, exp.PercentileCont, exp.PercentileDisc,
     exp.Mode, exp.Median, exp.LogicalAnd, exp.LogicalOr, exp.Corr, exp.CovarPop,
@@ -61,11 +61,11 @@ VALUE_AGGREGATES: frozenset[type[exp.Expr]] = frozenset({
 
 #: Aggregates that return the group's values themselves: fine for the disclosure profile
 #: (its rows are permitted anyway), a list of people in a statistics report.
-LIST_AGGREGATES: frozenset[type[exp.Expr]] = frozenset({
+LIST_AGGREGATES: frozenset[type[exp.Func]] = frozenset({
     exp.GroupConcat, exp.ArrayAgg, exp.JSONArrayAgg,
 })
 
-WINDOW_FUNCTIONS: frozenset[type[exp.Expr]] = frozenset({
+WINDOW_FUNCTIONS: frozenset[type[exp.Func]] = frozenset({
     exp.RowNumber, exp.Rank, exp.DenseRank, exp.PercentRank, exp.CumeDist, exp.Ntile,
     exp.Lag, exp.Lead, exp.FirstValue, exp.LastValue, exp.NthValue,
 })
@@ -142,7 +142,7 @@ REFUSAL_REASONS: dict[str, str] = {
 }
 
 #: Cast targets whose input function runs a lookup or is not a plain value type.
-SAFE_TYPES: frozenset[exp.DataType.Type] = frozenset({
+SAFE_TYPES: frozenset[exp.DType] = frozenset({
     exp.DataType.Type[n] for n in (
         "BIGINT", "INT", "SMALLINT", "TINYINT", "MEDIUMINT", "UBIGINT", "UINT", "USMALLINT",
         "UTINYINT", "DECIMAL", "DOUBLE", "FLOAT", "MONEY", "BOOLEAN", "TEXT", "VARCHAR",
