@@ -8,6 +8,7 @@ rely on; messages may improve, codes do not change meaning.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 
 from sqlglot import exp
@@ -64,7 +65,7 @@ class Finding:
             return "-"
         return f"{self.line}:{self.col or 0}"
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, builtins.object]:  # the field ``object`` shadows it here
         return {
             "code": self.code,
             "object": self.object,
