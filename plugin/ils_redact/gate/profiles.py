@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from ..catalog import Catalog
 from ..errors import IlsRedactError
@@ -170,6 +171,14 @@ class Profile:
     scope_schema: str | None = None
 
 
+class _Common(TypedDict):
+    """The :class:`Profile` fields every profile takes from the rules."""
+
+    row_cap: int
+    extra_functions: frozenset[str]
+    law: str
+
+
 def build_profile(rules: Rules, catalog: Catalog, name: str,
                   request_id: int | None = None, *, law: str = DEFAULT_LAW,
                   columns: Iterable[str] | None = None) -> Profile:
@@ -188,7 +197,7 @@ def build_profile(rules: Rules, catalog: Catalog, name: str,
         raise IlsRedactError(f"request id must be a positive integer, not {request_id!r}")
     if request_id is not None and name != "disclosure":
         raise IlsRedactError("--request applies to the disclosure profile only")
-    common = {
+    common: _Common = {
         "row_cap": rules.gate.row_cap,
         "extra_functions": frozenset(f.lower() for f in rules.gate.functions),
         "law": law,
@@ -200,13 +209,13 @@ def build_profile(rules: Rules, catalog: Catalog, name: str,
         permitted = {}
         scope = {}
         for t in rules.identity:
-            rel = catalog.qualify(t.relation)
+            qualified = catalog.qualify(t.relation)
             cols = frozenset(t.columns)
             if covered is not None:
                 cols = frozenset(c for c in cols if f"{t.relation}.{c}" in covered
                                  or c == t.patron_key)
-            permitted[rel] = cols
-            scope[rel] = t.patron_key
+            permitted[qualified] = cols
+            scope[qualified] = t.patron_key
         scope_schema = None
         if catalog.engine == "mariadb" and catalog.database:
             from ..backends.mariadb.state import layer_database
