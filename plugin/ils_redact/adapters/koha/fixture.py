@@ -243,9 +243,9 @@ def build_schema(conn: Any) -> int:
         for stmt in _referenced_indexes(rels):
             cur.execute(stmt)
         for r in rels:
-            stmt = foreign_keys_statement(r)
-            if stmt:
-                _retry(cur, stmt)
+            fks = foreign_keys_statement(r)
+            if fks:
+                _retry(cur, fks)
     finally:
         cur.execute("SET SESSION foreign_key_checks = 1")
     return len(rels)
