@@ -175,6 +175,7 @@ def read_grants(conn: Connection, *, users: list[str] | None = None,
                 db: str | None = None) -> set[Grant]:
     """Privileges from the grant tables, for the given user names (roles and accounts)
     or on the given database."""
+    params: list[str | None]
     if users is not None:
         if not users:
             return set()
