@@ -28,7 +28,8 @@ def describe_dsn(dsn: str) -> str:
     port = d.get("port")
     where = f"{host}:{port}" if port else host
     user = d.get("user")
-    return f"{user + '@' if user else ''}{where}/{d.get('dbname', '')}"
+    who = f"{user}@" if user else ""
+    return f"{who}{where}/{d.get('dbname', '')}"
 
 
 def connect(dsn: str, *, debug: bool = False, autocommit: bool = False,
