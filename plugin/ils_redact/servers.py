@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -126,4 +127,5 @@ def any_server(env_var: str = "ILS_REDACT_TEST_DSN") -> Iterator[Server]:
 
 
 def database_of(dsn: str) -> str | None:
-    return conninfo_to_dict(dsn).get("dbname")
+    # typed str | int | None for its keyword overrides; parsed from a string, a value is a str
+    return cast("str | None", conninfo_to_dict(dsn).get("dbname"))
