@@ -97,7 +97,7 @@ def aggregate_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composa
             _col(j.ref_alias, j.ref_column)) for j in m.joins)
     month = (sql.SQL("date_trunc('month', {})::date").format(_local(m, tz))
              if m.time_column else sql.SQL("NULL::date"))
-    where = sql.SQL("")
+    where: sql.Composable = sql.SQL("")
     if m.time_column and bounds is not None:
         t = _col("t", m.time_column)
         where = sql.SQL(" WHERE {t} >= {lo} AND {t} < {hi}").format(t=t, lo=bounds[0],
