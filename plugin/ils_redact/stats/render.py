@@ -67,7 +67,7 @@ def _table(result: ReportResult, entries: list[Entry]) -> str:
     for r in rows:
         out.append(f"<tr><th>{html.escape(r)}</th>")
         for c in head_cols:
-            key = ("cell", r, c if two_way else None)
+            key: tuple[str, str | None, str | None] = ("cell", r, c if two_way else None)
             if not two_way:
                 key = next((k for k in by if k[0] == "cell" and k[1] == r), key)
             out.append(_cell(by.get(key)))
