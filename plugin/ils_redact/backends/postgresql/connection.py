@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -16,6 +16,8 @@ log = logging.getLogger("ils_redact.sql")
 #: advisory lock key shared by install, uninstall and every layer upgrade
 #: ("ilsredc" in ASCII); xact-scoped, so it is released with the transaction.
 LOCK_KEY = 0x696C7372656463
+
+_Row = TypeVar("_Row")
 
 
 def describe_dsn(dsn: str) -> str:
@@ -66,6 +68,14 @@ def current_database(conn: psycopg.Connection) -> str:
     row = conn.execute("SELECT current_database()").fetchone()
     assert row is not None
     return str(row[0])
+
+
+def one_row(row: _Row | None, what: str) -> _Row:
+    """The row ``fetchone()`` returned for a query that always returns one (``what``
+    names it in the error if it returned none)."""
+    if row is None:
+        raise StateError(f"{what}: the query returned no row")
+    return row
 
 
 def server_version(conn: psycopg.Connection) -> str:

@@ -17,7 +17,7 @@ from psycopg import sql
 from ...errors import IlsRedactError, Refused, StateError
 from ...plan import Plan, Step
 from ...rules import Rules
-from .connection import current_database, require_superuser
+from .connection import current_database, one_row, require_superuser
 from .planner import record_sql, unrecord_sql
 from .state import read_state
 
@@ -90,8 +90,9 @@ def _refuse_bypass(conn: psycopg.Connection, rules: Rules, login: str, info: Log
             "SELECT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
             "ON n.oid = c.relnamespace WHERE n.nspname || '.' || c.relname = %s",
             (rules.patron.relation,)).fetchone()
-        if owner and conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')",
-                                  (login, owner[0])).fetchone()[0]:
+        if owner and one_row(conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')",
+                                          (login, owner[0])).fetchone(),
+                             f"pg_has_role({login}, {owner[0]})")[0]:
             why = (f"it is (or is a member of) {owner[0]}, the owner of the ILS tables, and "
                    "table owners are not subject to row-level security")
     if why:
@@ -129,7 +130,8 @@ def members(conn: psycopg.Connection, rules: Rules) -> list[dict[str, Any]]:
     database = current_database(conn)
     roles = {v: k for k, v in rules.roles(database).items()}
     created = set()
-    if conn.execute("SELECT to_regclass('ils_redact.installed_object')").fetchone()[0]:
+    if one_row(conn.execute("SELECT to_regclass('ils_redact.installed_object')").fetchone(),
+               "to_regclass('ils_redact.installed_object')")[0]:
         created = {r[0] for r in conn.execute(
             "SELECT detail->>'name' FROM ils_redact.installed_object WHERE kind = 'login'")}
     rows = conn.execute(

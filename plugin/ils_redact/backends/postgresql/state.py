@@ -16,7 +16,7 @@ import psycopg
 
 from ...plan import Installed, InstalledRecords
 from ...rules import Rules
-from .connection import current_database, server_version
+from .connection import current_database, one_row, server_version
 
 MARKER = "ils-redact:"
 LAYER_SCHEMA = "ils_redact"
@@ -178,7 +178,8 @@ def read_state(conn: psycopg.Connection, rules: Rules) -> PgState:
         installed = [Installed(k, o, d or {}, p) for k, o, d, p in conn.execute(
             "SELECT kind, object, detail, prior FROM ils_redact.installed_object ORDER BY id")]
     settings = None
-    if conn.execute("SELECT to_regclass('ils_redact.setting') IS NOT NULL").fetchone()[0]:
+    if one_row(conn.execute("SELECT to_regclass('ils_redact.setting') IS NOT NULL").fetchone(),
+               "to_regclass('ils_redact.setting')")[0]:
         settings = {k: v for k, v in conn.execute("SELECT key, value FROM ils_redact.setting")}
     layer_functions = {
         sig: (owner, comment) for sig, owner, comment in conn.execute(
