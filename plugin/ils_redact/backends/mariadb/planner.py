@@ -174,8 +174,8 @@ def desired_grants(rules: Rules, catalog: Catalog, n: Names,
         cols[koha_table(rules, catalog, t.relation)] |= set(t.columns)
     p, b = rules.patron, rules.patron.barcode
     cols[koha_table(rules, catalog, p.relation)] |= {p.key, *p.display}
-    cols[koha_table(rules, catalog, b.relation)] |= {b.column, b.patron_key} | (
-        {b.active_column} - {None})
+    active: set[str] = {b.active_column} if b.active_column is not None else set()
+    cols[koha_table(rules, catalog, b.relation)] |= {b.column, b.patron_key} | active
     for (db, table), names in cols.items():
         for c in names:
             out.add(Grant(owner, "column", db, table, "SELECT", c))

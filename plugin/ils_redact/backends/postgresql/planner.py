@@ -123,8 +123,9 @@ def desired_privileges(rules: Rules, roles: dict[str, str], state: PgState,
     # the owner runs the patron lookup (ids and barcodes -> who they are) for admins
     owner = roles["owner"]
     p, b = rules.patron, rules.patron.barcode
+    active: set[str] = {b.active_column} if b.active_column is not None else set()
     for rel, cols in ((p.relation, {p.key, *p.display}),
-                      (b.relation, {b.column, b.patron_key} | ({b.active_column} - {None}))):
+                      (b.relation, {b.column, b.patron_key} | active)):
         out.add(Priv(owner, "schema", rel.split(".", 1)[0], "USAGE"))
         for col in cols:
             out.add(Priv(owner, "column", rel, "SELECT", col))

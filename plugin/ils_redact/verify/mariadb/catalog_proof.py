@@ -368,8 +368,8 @@ def _account_definer(ctx: MariaContext, f: list[Finding],
     # the patron lookup shows staff the display columns and finds patrons by barcode
     p, b = ctx.rules.patron, ctx.rules.patron.barcode
     identity[ctx.catalog.relation(p.relation).name] |= {p.key, *p.display}
-    identity[ctx.catalog.relation(b.relation).name] |= {b.column, b.patron_key} | (
-        {b.active_column} - {None})
+    active: set[str] = {b.active_column} if b.active_column is not None else set()
+    identity[ctx.catalog.relation(b.relation).name] |= {b.column, b.patron_key} | active
     own = sorted(ctx.grants.own(owner), key=lambda g: (g.level, g.db, g.name, g.column))
     _extra(ctx, f, owner, own, allowed, "the definer")
     beyond = [g for g in own if g.db == ctx.koha and sig(g) in allowed and not (
