@@ -22,6 +22,7 @@ from psycopg import errors, sql
 
 from .adapters import get_adapter
 from .backends import postgresql as pg
+from .backends.postgresql.connection import one_row
 from .disclosure import export as export_mod
 from .disclosure import requests as req_mod
 from .rules import Rules, load_rules
@@ -60,7 +61,7 @@ def _server(dsn: str | None, keep: bool) -> Iterator[Server]:
             yield srv
 
 
-def _exec(srv: Server, q: sql.Composable, dbname: str | None = None) -> None:
+def _exec(srv: Server, q: sql.Composed, dbname: str | None = None) -> None:
     dsn = srv.dsn_for(dbname) if dbname else srv.dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(q)
@@ -125,10 +126,12 @@ def _demo(srv: Server, rules: Rules, res: DemoResult, say: Say, *, clerk: str, d
         conn.execute(sql.SQL("GRANT {} TO {}").format(
             sql.Identifier(rules.role("disclosure")), sql.Identifier(member)))
         conn.commit()
-        patron, other = conn.execute(
-            "SELECT min(id), max(id) FROM actor.usr WHERE NOT deleted").fetchone()
-        barcode = conn.execute("SELECT barcode FROM actor.card WHERE usr = %s AND active",
-                               (patron,)).fetchone()[0]
+        patron, other = one_row(conn.execute(
+            "SELECT min(id), max(id) FROM actor.usr WHERE NOT deleted").fetchone(),
+            "the lowest and highest patron id")
+        barcode = one_row(conn.execute("SELECT barcode FROM actor.card WHERE usr = %s AND active",
+                                       (patron,)).fetchone(),
+                          f"the active card of patron {patron}")[0]
     res.scoped_patron = patron
 
     expires = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(hours=4)
@@ -200,7 +203,8 @@ def _demo(srv: Server, rules: Rules, res: DemoResult, say: Say, *, clerk: str, d
         rows = conn.execute("SELECT family_name FROM actor.usr WHERE id = %s",
                             (other,)).fetchall()
         res.unscoped_rows = len(rows)
-        total = conn.execute("SELECT count(*) FROM actor.usr").fetchone()[0]
+        total = one_row(conn.execute("SELECT count(*) FROM actor.usr").fetchone(),
+                        "count(*) of actor.usr")[0]
     say(f"     actor.usr for patron {patron} (in scope)   -> {len(own)} row")
     say(f"     actor.usr for patron {other} (not in scope) -> {len(rows)} rows; the whole table "
         f"shows {total} of {res.patrons:,}")
