@@ -24,7 +24,7 @@ def demo(ctx: CliContext, patrons: int, circulations: int | None, keep: bool) ->
     from .. import demo as demo_mod
 
     text = ctx.fmt == "text"
-    err = click.get_text_stream("stderr")
+    err = click.get_text_stream("stderr")  # type: ignore[operator]  # deprecated in click 8.5
     tty = err.isatty()
 
     def progress(stage: str, done: int, total: int) -> None:
