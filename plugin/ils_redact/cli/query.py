@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 
 import click
 
 from ..catalog import load_catalog
 from ..errors import IlsRedactError
-from ..gate.execute import FORMATS, QueryFailed, QueryRefused, run_query
+from ..gate.execute import FORMATS, QueryFailed, QueryOutcome, QueryRefused, run_query
 from . import cli
 from .context import CliContext, pass_ctx
 
@@ -49,7 +50,7 @@ def query_cmd(ctx: CliContext, profile: str, request_id: int | None, out_fmt: st
     text = _read_sql(sql)
     if not text.strip():
         raise IlsRedactError("no SQL given: pass it as an argument or on stdin")
-    runner = run_query
+    runner: Callable[..., QueryOutcome] = run_query  # either engine's, for its connection
     with ctx.connect() as conn:
         if ctx.adapter.engine == "mariadb":
             from ..backends.mariadb.connection import current_database
