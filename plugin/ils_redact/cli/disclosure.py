@@ -92,6 +92,8 @@ def request_create(ctx: CliContext, basis: str, agency: str, officer_name: str,
         patrons=list(patrons), barcodes=list(barcodes), expires_at=expires_at,
         grantee=grantee)
     new.validate(rules)
+    if expires_at is None:  # validate() has refused it already; this narrows the type
+        raise IlsRedactError("missing expiry: a court order says until when (--expires)")
     names = [c.strip() for c in (columns or "").split(",") if c.strip()]
     new.columns = req_mod.resolve_columns(rules, names, basis)
     with ctx.connect() as conn:
