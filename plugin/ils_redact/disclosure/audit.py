@@ -60,7 +60,8 @@ class Entry:
 
 def entries(conn: Any, *, request_id: int | None = None, since: dt.date | None = None,
             until: dt.date | None = None) -> list[Entry]:
-    where, params = [], []
+    where: list[str] = []
+    params: list[int | dt.date] = []
     if request_id is not None:
         where.append("request_id = %s")
         params.append(request_id)
