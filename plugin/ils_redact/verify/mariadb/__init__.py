@@ -131,7 +131,7 @@ def context(conn: Connection, rules: Rules, *, ils_config: Path | str | None = N
     closed = set(identity_views(rules, catalog, state.layer))
     stats = read_stats_layer(state, names.roles["stats"], layers, definers, closed, relations,
                              {r.key: r.definer for r in routines})
-    installer = frozenset(
+    installer_edges = frozenset(
         (str(i.detail["admin"]), str(i.detail["name"])) for i in state.installed_of("role")
         if i.detail.get("admin") and grants.admin_option(str(i.detail["admin"]),
                                                          str(i.detail["name"])))
@@ -139,7 +139,7 @@ def context(conn: Connection, rules: Rules, *, ils_config: Path | str | None = N
         conn=conn, rules=rules, catalog=catalog, state=state, grants=grants, names=names,
         layers=layers, views=views, routines=routines, layer_relations=layer_relations,
         stats=stats, expect=expectations(rules, catalog, state.layer, names.roles, stats),
-        definers=definers, installer_edges=installer, exhaustive=exhaustive,
+        definers=definers, installer_edges=installer_edges, exhaustive=exhaustive,
         ils_config=Path(ils_config) if ils_config else None)
 
 
