@@ -92,9 +92,9 @@ def owner_rights_views(ctx: VerifyContext) -> Check:
         fix = stmt("REVOKE SELECT ON {v} FROM {r};", v=ident(rel.qualified),
                    r=roles(w.split(" ")[0] for w in who))
         if rel.kind == "view":
-            invoker = stmt("ALTER VIEW {v} SET (security_invoker = true);",
-                           v=ident(rel.qualified), note=" (PostgreSQL 15+)")
-            fix = f"{fix} or {invoker}"
+            set_invoker = stmt("ALTER VIEW {v} SET (security_invoker = true);",
+                               v=ident(rel.qualified), note=" (PostgreSQL 15+)")
+            fix = f"{fix} or {set_invoker}"
         check.findings.append(Finding(
             "H-OWNER-RIGHTS-VIEW", rel.qualified,
             f"{what} {rel.qualified} runs with the rights of its owner {rel.owner} and reads "
@@ -333,8 +333,8 @@ def backup_roles(ctx: VerifyContext) -> Check:
     for name in sorted(g.reached_by("pg_read_all_data")):
         if not name.startswith("pg_"):
             candidates[name] = "a member of pg_read_all_data"
-    for name, a in sorted(g.roles.items()):
-        if a.replication and not name.startswith("pg_"):
+    for name, attrs in sorted(g.roles.items()):
+        if attrs.replication and not name.startswith("pg_"):
             candidates.setdefault(name, "a REPLICATION role")
     for name in ctx.backup_roles:
         if name not in g.roles:
