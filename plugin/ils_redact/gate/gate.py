@@ -196,6 +196,9 @@ class Gate:
             if pg_err is not None:  # whatever sqlglot thinks, the server would not run it
                 st.findings.append(err or pg_err)
                 return None
+            if st.pg is None:  # pg_facts returns the facts whenever it returns no finding
+                raise IlsRedactError("the server's parser returned neither facts nor an "
+                                     "error; please report this query")
             pg_head, pg_inner = pgparse.check_original(st.pg)
         if err is not None:
             if pg_head:  # a statement sqlglot cannot read (NOTIFY ...): the server names it
