@@ -135,9 +135,10 @@ def check_functions(tree: exp.Expr, dialect: str, extra: frozenset[str]) -> Iter
         if isinstance(node, exp.Func):
             if isinstance(node, (exp.Cast, exp.TryCast)):
                 to = node.args.get("to")
-                problem = cast_problem(to) if isinstance(to, exp.DataType) else None
-                if problem:
-                    yield finding("R-CAST", problem, to.sql(dialect=dialect).lower(), node)
+                if isinstance(to, exp.DataType):
+                    problem = cast_problem(to)
+                    if problem:
+                        yield finding("R-CAST", problem, to.sql(dialect=dialect).lower(), node)
                 continue
             if not is_allowed(node, dialect, extra):
                 yield finding("R-FUNCTION", refusal_reason(node), function_name(node), node)
