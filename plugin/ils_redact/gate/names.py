@@ -16,6 +16,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
@@ -137,7 +138,11 @@ def full_schema(catalog: Catalog, dialect: str) -> MappingSchema:
     for rel in catalog.relations.values():
         mapping.setdefault(rel.schema, {})[rel.name] = {
             c.name: "UNKNOWN" for c in rel.columns}
-    schema = MappingSchema(mapping, dialect=dialect, normalize=False)
-    _SCHEMAS[key] = (weakref.ref(catalog, lambda _r, k=key: _SCHEMAS.pop(k, None)),
-                     dialect, schema)
+    # MappingSchema is typed dict[str, object], which (dict being invariant) no nested dict is
+    schema = MappingSchema(cast("dict[str, object]", mapping), dialect=dialect, normalize=False)
+
+    def forget(_r: weakref.ref[Catalog]) -> None:  # the catalog is gone: so is its schema
+        _SCHEMAS.pop(key, None)
+
+    _SCHEMAS[key] = (weakref.ref(catalog, forget), dialect, schema)
     return schema
