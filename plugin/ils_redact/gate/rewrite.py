@@ -91,7 +91,7 @@ def inject_scope(tree: exp.Expr, profile: Profile, tables: list[tuple[exp.Table,
             table.set("db", _ident(profile.scope_schema))
         holder = table.parent
         select = holder.parent if isinstance(holder, (exp.Join, exp.From)) else None
-        if not isinstance(select, exp.Select) or (
+        if not isinstance(holder, (exp.Join, exp.From)) or not isinstance(select, exp.Select) or (
                 isinstance(holder, exp.Join) and holder not in (select.args.get("joins") or [])):
             # e.g. inside a parenthesised join construct: filtering the table first is
             # what row-level security does, so it is right wherever the table stands
@@ -102,7 +102,7 @@ def inject_scope(tree: exp.Expr, profile: Profile, tables: list[tuple[exp.Table,
                 continue
             _wrap(table, rel, pred, permitted_columns[rel])
             continue
-        place = _placement(select, table)
+        place = _placement(select, holder)
         if place == "where":
             where = select.args.get("where")
             select.set("where", exp.Where(this=_and(where.this if where else None, pred)))
@@ -122,10 +122,9 @@ def _and(existing: exp.Expr | None, pred: exp.Expr) -> exp.Expr:
     return exp.And(this=existing, expression=pred)
 
 
-def _placement(select: exp.Select, table: exp.Table) -> str:
+def _placement(select: exp.Select, holder: exp.Join | exp.From) -> str:
     """``where``, ``on`` or ``wrap``: where the predicate keeps RLS semantics."""
     joins = list(select.args.get("joins") or [])
-    holder = table.parent
     nullable_later = False
     if isinstance(holder, exp.From):
         index = -1
