@@ -87,11 +87,11 @@ class ReportChecker:
             yield finding("R-WINDOW", "window functions return one row per input row; a "
                           "statistics report returns aggregates only",
                           node.this.sql() if node.this else "OVER", node)
-        for node in tree.find_all(exp.Func):
-            if is_list_aggregate(node):
-                yield finding("R-NOT-AGGREGATE", f"{node.sql_name().lower()} lists the "
+        for fn in tree.find_all(exp.Func):
+            if is_list_aggregate(fn):
+                yield finding("R-NOT-AGGREGATE", f"{fn.sql_name().lower()} lists the "
                               f"individual values of a group; use count, sum, avg, min or max",
-                              node.sql_name().lower(), node)
+                              fn.sql_name().lower(), fn)
         for scope in scopes:  # inner scopes first
             yield from self._scope(scope)
         yield from self._aggregate_only(unwrap_root(tree), scopes)
