@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ..errors import EXIT_VIOLATION
@@ -24,7 +26,7 @@ def demo(ctx: CliContext, patrons: int, circulations: int | None, keep: bool) ->
     from .. import demo as demo_mod
 
     text = ctx.fmt == "text"
-    err = click.get_text_stream("stderr")  # type: ignore[operator]  # deprecated in click 8.5
+    err = sys.stderr  # click.get_text_stream warns as deprecated from click 8.5
     tty = err.isatty()
 
     def progress(stage: str, done: int, total: int) -> None:
