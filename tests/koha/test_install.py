@@ -78,6 +78,34 @@ def test_identity_view_uses_indexes(installed: KohaDb) -> None:
     assert '"table_name": "<derived' in plan and plan.count('"materialized"') == 1
 
 
+def _handler_reads(c) -> dict[str, int]:
+    return {k: int(v) for k, v in c.execute("SHOW SESSION STATUS LIKE 'Handler_read%'")}
+
+
+def test_identity_lookup_uses_indexes(installed: KohaDb) -> None:
+    """The lookup procedure reads a few index entries per scoped patron, never a scan
+    of borrowers (EXPLAIN does not reach into a CALL: the session's handler counters
+    do)."""
+    layer = ident(installed.layer)
+    with installed.connect() as c:
+        c.execute(f"INSERT INTO {layer}.scope (patron_id, grantee, expires_at, created_by, "
+                  "created_at) SELECT seq * 37, SUBSTRING_INDEX(USER(), '@', 1), "
+                  "UTC_TIMESTAMP() + INTERVAL 1 DAY, 'test', UTC_TIMESTAMP() FROM seq_1_to_5")
+        c.execute(f"ANALYZE TABLE {layer}.scope").fetchall()
+        for arg, want in (("NULL", 5), ("'[37, 74, 1]'", 2)):
+            before = _handler_reads(c)
+            cur = c.cursor()
+            cur.execute(f"CALL {layer}.lookup_borrowers({arg})")
+            assert len(cur.fetchall()) == want
+            while cur.nextset():
+                pass
+            after = _handler_reads(c)
+            scanned = after["Handler_read_rnd_next"] - before["Handler_read_rnd_next"]
+            keyed = after["Handler_read_key"] - before["Handler_read_key"]
+            assert scanned < 50, f"{arg}: {scanned} rows read by scan"  # borrowers: 2,000
+            assert 0 < keyed <= 40, f"{arg}: {keyed} index lookups"
+
+
 def test_drift_is_repaired(installed: KohaDb) -> None:
     """A grant added by hand to a restricted role is revoked; a view replaced by hand is
     created again; an unlocked definer is locked again."""
