@@ -64,6 +64,12 @@ class MariaServer:
     #: (patrons, database name, pristine fingerprint) of databases free for reuse
     _pool: list[tuple[int, str, Any]] = field(default_factory=list)
     _built: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    #: whether mysql.global_priv had a PUBLIC row when the run began (see cleanup)
+    _had_public: bool | None = None
+
+    def __post_init__(self) -> None:
+        with self.connect() as c:
+            self._had_public = _public_row(c)
 
     def dsn_for(self, db: str = "", user: str | None = None,
                 password: str | None = None) -> str:
@@ -119,6 +125,23 @@ class MariaServer:
             for db in dbs:
                 c.execute(f"DROP DATABASE IF EXISTS {ident(db)}")
             drop_accounts(c, self.prefix)
+            # the first GRANT ... TO PUBLIC writes a row for PUBLIC that its REVOKE leaves:
+            # remove it if this run made it and nothing on the server is granted to PUBLIC
+            if self._had_public is False and _public_row(c) and not _public_grants(c):
+                c.execute("DELETE FROM mysql.global_priv WHERE User = 'PUBLIC' AND Host = '' "
+                          "AND JSON_VALUE(Priv, '$.access') = 0")
+                c.execute("FLUSH PRIVILEGES")
+
+
+def _public_row(c: Connection) -> bool:
+    return bool(c.execute("SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'PUBLIC' AND "
+                          "Host = ''").fetchone()[0])
+
+
+def _public_grants(c: Connection) -> int:
+    return sum(int(c.execute(f"SELECT COUNT(*) FROM mysql.{t} WHERE User = 'PUBLIC' AND "
+                             "Host = ''").fetchone()[0])
+               for t in ("db", "tables_priv", "columns_priv", "procs_priv", "roles_mapping"))
 
 
 def pristine(srv: MariaServer, name: str) -> Any:
