@@ -75,25 +75,15 @@ def scoped_lookup(rl, ids: list[int], rounds: int) -> dict:
                f"({', '.join(map(str, ids))})")
     rc = m.connect(BENCH.dsn_for(DB, reader), autocommit=True)
     oc = m.connect(BENCH.dsn_for(DB, app), autocommit=True)
-
-    def read(conn, q: str) -> list[tuple]:
-        cur = conn.cursor()
-        cur.execute(q)
-        rows = list(cur.fetchall())
-        while cur.nextset():  # a CALL ends with a status packet
-            pass
-        cur.close()
-        return rows
-
     try:
-        owner = sorted(read(oc, q_owner))
+        owner = sorted(oc.rows(q_owner))
         assert [r[0] for r in owner] == sorted(ids)
-        assert sorted(read(rc, q_reader)) == owner
-        assert sorted(read(rc, q_call)) == owner
+        assert sorted(rc.rows(q_reader)) == owner
+        assert sorted(rc.rows(q_call)) == owner
 
-        tc, tb1 = interleaved(lambda: read(rc, q_call), lambda: read(oc, q_owner),
+        tc, tb1 = interleaved(lambda: rc.rows(q_call), lambda: oc.rows(q_owner),
                               rounds=rounds, warmup=50)
-        ta, tb2 = interleaved(lambda: read(rc, q_reader), lambda: read(oc, q_owner),
+        ta, tb2 = interleaved(lambda: rc.rows(q_reader), lambda: oc.rows(q_owner),
                               rounds=rounds, warmup=50)
     finally:
         rc.close()

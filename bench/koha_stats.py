@@ -45,12 +45,7 @@ ANALYZE = ("borrowers", "issues", "old_issues", "items", "biblioitems", "statist
 
 def timed(conn, q: str) -> tuple[float, list]:
     t = time.perf_counter()
-    cur = conn.cursor()
-    cur.execute(q)
-    rows = list(cur.fetchall())
-    while cur.nextset():
-        pass
-    cur.close()
+    rows = conn.rows(q)
     return time.perf_counter() - t, rows
 
 

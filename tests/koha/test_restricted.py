@@ -241,18 +241,6 @@ def test_the_oracle_sees_what_a_merge_view_would_leak(world) -> None:
             c.execute(f"DROP VIEW {layer}.merge_probe")
 
 
-def _call(conn, sql: str, params: tuple) -> list[tuple]:
-    cur = conn.cursor()
-    try:
-        cur.execute(sql, params)
-        rows = [tuple(r) for r in cur.fetchall()]
-        while cur.nextset():
-            pass
-        return rows
-    finally:
-        cur.close()
-
-
 def test_lookup_procedure_returns_the_callers_scope_only(world) -> None:
     """``lookup_borrowers``: the view's rows (unordered); ids only narrow the scope;
     another login's approved scope, an unknown id or an unscoped patron give nothing."""
@@ -265,25 +253,25 @@ def test_lookup_procedure_returns_the_callers_scope_only(world) -> None:
             view = [tuple(r) for r in c.execute(
                 identity_select(db, "ORDER BY borrowernumber")).fetchall()]
             assert len(view) == len(SCOPED)
-            assert sorted(_call(c, lookup, (None,))) == view  # in no particular order
-            assert sorted(r[0] for r in _call(c, lookup, ("[303, 909, 404, 1, 101, 999999]",))) \
+            assert sorted(c.rows(lookup, (None,))) == view  # in no particular order
+            assert sorted(r[0] for r in c.rows(lookup, ("[303, 909, 404, 1, 101, 999999]",))) \
                 == [101, 303]
             for ids in ("[909]", "[404]", "[]"):
-                assert _call(c, lookup, (ids,)) == [], ids
+                assert c.rows(lookup, (ids,)) == [], ids
             assert c.execute(identity_select(db, "WHERE borrowernumber = 909")).fetchall() \
                 == ()
             with pytest.raises(pymysql.err.MySQLError):  # not JSON: an error, not rows
-                _call(c, lookup, ("1) OR (1=1",))
+                c.rows(lookup, ("1) OR (1=1",))
         with db.connect(staff.erin) as c:
-            assert [r[0] for r in _call(c, lookup, (None,))] == [909]
+            assert [r[0] for r in c.rows(lookup, (None,))] == [909]
         with db.connect(staff.alice) as c:  # the exporter role (function mode): no lookup
             c.execute(f"SET ROLE {ident(db.role('exporter'))}")
             with pytest.raises(pymysql.err.MySQLError) as exc:
-                _call(c, lookup, (None,))
+                c.rows(lookup, (None,))
             assert exc.value.args[0] == 1370
     finally:
         with db.connect(staff.bob, autocommit=False) as c:
             rq.end(c, rid, "revoked", "test over")
             c.commit()
     with db.connect(staff.erin) as c:  # revoked: at once
-        assert _call(c, lookup, (None,)) == []
+        assert c.rows(lookup, (None,)) == []

@@ -286,10 +286,7 @@ def world(mariadb: MariaServer) -> Iterator[tuple[KohaDb, str]]:
 
 def _error(conn, sql: str, params=None) -> int:
     with pytest.raises(pymysql.err.MySQLError) as exc:
-        cur = conn.execute(sql, params)
-        cur.fetchall()
-        while cur.nextset():
-            pass
+        conn.rows(sql, params)
     return exc.value.args[0]
 
 
@@ -445,11 +442,8 @@ def test_month_boundaries_do_not_follow_the_session_time_zone(world) -> None:
     for tz in ("+00:00", "+13:00", "-12:00"):
         with db.connect(login) as c:
             c.execute("SET time_zone = %s", (tz,))
-            cur = c.execute(f"CALL {ident(db.layer)}.report_holds_by_pickup_branch("
-                            "'2023-02-01', '2023-06-01')")
-            runs.append(cur.fetchall())
-            while cur.nextset():
-                pass
+            runs.append(c.rows(f"CALL {ident(db.layer)}.report_holds_by_pickup_branch("
+                               "'2023-02-01', '2023-06-01')"))
             assert c.execute("SELECT @@time_zone").fetchone()[0] == tz  # put back
     assert runs[0] and runs[0] == runs[1] == runs[2]
     # the filled holds (a TIMESTAMP) are in the pages, some of them released
@@ -491,10 +485,7 @@ def test_an_interrupted_run_leaves_nothing_readable(world) -> None:
         for limit in (0.001, 0.005, 0.02, 0.05):
             c.execute(f"SET SESSION max_statement_time = {limit}")
             try:
-                cur = c.execute(f"CALL {layer}.report_circ_by_branch_itemtype(NULL, NULL)")
-                cur.fetchall()
-                while cur.nextset():
-                    pass
+                c.rows(f"CALL {layer}.report_circ_by_branch_itemtype(NULL, NULL)")
             except pymysql.err.MySQLError as exc:
                 assert exc.args[0] == 1969, exc
                 stopped += 1
@@ -513,10 +504,7 @@ def test_a_running_report_locks_no_koha_row(world) -> None:
     db, login = world
     with db.connect(login, autocommit=False) as c:
         c.execute("START TRANSACTION")
-        cur = c.execute(f"CALL {ident(db.layer)}.report_circ_by_branch_itemtype(NULL, NULL)")
-        assert cur.fetchall()
-        while cur.nextset():
-            pass
+        assert c.rows(f"CALL {ident(db.layer)}.report_circ_by_branch_itemtype(NULL, NULL)")
         # the caller's transaction is still open: a checkin must not wait for it
         with db.connect() as root:
             root.execute("SET SESSION innodb_lock_wait_timeout = 1")
@@ -759,10 +747,7 @@ def test_suppress_on_random_tables(world) -> None:
                           "'2023-01-01', 'm', %s, %s, %s, %s)",
                           (conn_id, rows.index(r) + 1, cols.index(col) + 1, r, col, v, p))
             c.execute(f"CALL {layer}.stats_suppress(%s)", (K,))
-            cur = c.execute(f"CALL {layer}.stats_emit()")
-            out = cur.fetchall()
-            while cur.nextset():
-                pass
+            out = c.rows(f"CALL {layer}.stats_emit()")
             page = {(k, r, col): v for _, _, k, r, col, v, _ in out}
             for (kind, r, col), v in page.items():
                 if kind == "cell":

@@ -49,6 +49,19 @@ class Connection(pymysql.connections.Connection):
         cur.execute(query, params)
         return cur
 
+    def rows(self, query: str, params: Any = None) -> list[tuple]:
+        """The rows of one statement's first result set.  What follows it (the status
+        packet a CALL ends with) is read and dropped, so the connection is ready for the
+        next statement."""
+        cur = self.execute(query, params)
+        try:
+            rows = list(cur.fetchall())
+            while cur.nextset():
+                pass
+            return rows
+        finally:
+            cur.close()
+
     @contextmanager
     def transaction(self, force_rollback: bool = False) -> Iterator[Connection]:
         """Commit on success (rollback with ``force_rollback``), rollback on error."""

@@ -93,13 +93,8 @@ def _run(conn: Connection, sql: str, params: Any, kind: str | None, *,
     the caller to name); any other error is the driver's."""
     tried = False
     while True:
-        cur = conn.cursor()
         try:
-            cur.execute(sql, params)
-            rows = list(cur.fetchall())
-            while cur.nextset():
-                pass
-            return rows
+            return conn.rows(sql, params)
         except pymysql.err.MySQLError as exc:
             code = exc.args[0] if exc.args else 0
             if code == _SIGNAL:
@@ -111,8 +106,6 @@ def _run(conn: Connection, sql: str, params: Any, kind: str | None, *,
             if code in _DENIED and denied_refuses:
                 raise Refused(_message(exc)) from None
             raise
-        finally:
-            cur.close()
 
 
 def call(conn: Connection, name: str, args: list[Any]) -> list[tuple]:
