@@ -128,3 +128,33 @@ def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
                      for r in rows)
+
+
+#: the header of the statistics benchmarks' table (see report_vs_baselines)
+STATS_HEADER = ("report", "report ms", "GROUP BY+distinct ms", "ratio", "GROUP BY count ms",
+                "ratio", "entries", "suppressed")
+
+
+def report_vs_baselines(name: str, report: Callable[[], list], base: Callable[[], object],
+                        count: Callable[[], object], *, rounds: int
+                        ) -> tuple[tuple[str, ...], dict[str, float]]:
+    """One row of a statistics benchmark (STATS_HEADER) and the medians in ms (``r``, ``b``,
+    ``c``): the report against the GROUP BY with distinct patrons and the count-only
+    GROUP BY, each called once to warm up, then in turn with the order rotated every
+    round.  The report's last column marks a suppressed entry."""
+    rows = report()  # warm-up, and the result's size
+    base()
+    count()
+    runs = {"r": report, "b": base, "c": count}
+    keys = list(runs)
+    ts: dict[str, list[float]] = {k: [] for k in keys}
+    for i in range(rounds):
+        for k in keys[i % 3:] + keys[:i % 3]:
+            t = time.perf_counter()
+            runs[k]()
+            ts[k].append(time.perf_counter() - t)
+    med = {k: sorted(v)[len(v) // 2] * 1000 for k, v in ts.items()}
+    row = (name, f"{med['r']:.0f}", f"{med['b']:.0f}", f"{med['r'] / med['b']:.2f}x",
+           f"{med['c']:.0f}", f"{med['r'] / med['c']:.2f}x", str(len(rows)),
+           str(sum(1 for r in rows if r[-1])))
+    return row, med

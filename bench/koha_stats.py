@@ -27,7 +27,7 @@ import argparse
 import datetime as dt
 import time
 
-from _common import log
+from _common import STATS_HEADER, log, report_vs_baselines
 from _common import table as fmt_table
 from _koha import PASSWORD, KohaBench
 
@@ -41,12 +41,6 @@ BENCH = KohaBench(prefix="ilsbench_kstats_", db="ilsbench_kstats")
 DB = BENCH.db
 ANALYZE = ("borrowers", "issues", "old_issues", "items", "biblioitems", "statistics",
            "reserves", "old_reserves")
-
-
-def timed(conn, q: str) -> tuple[float, list]:
-    t = time.perf_counter()
-    rows = conn.rows(q)
-    return time.perf_counter() - t, rows
 
 
 def main() -> None:
@@ -80,28 +74,17 @@ def main() -> None:
             catalog = m.read_catalog(c)
         layer = BENCH.layer
         this_month = dt.datetime.now(dt.timezone.utc).date().replace(day=1).isoformat()
-        out = [("report", "report ms", "GROUP BY+distinct ms", "ratio", "GROUP BY count ms",
-                "ratio", "entries", "suppressed")]
+        out = [STATS_HEADER]
         with m.connect(BENCH.dsn_for(DB, analyst), autocommit=True) as sc, \
                 m.connect(BENCH.dsn_for(DB), autocommit=True) as oc:
             for report in standard_reports("koha"):
                 q_report = f"CALL {ident(layer)}.{ident(procedure_name(report))}(NULL, NULL)"
                 q_base = baseline_sql(report, catalog, this_month)
                 q_count = baseline_sql(report, catalog, this_month, patrons=False)
-                _, rows = timed(sc, q_report)  # warm-up, and the result's size
-                timed(oc, q_base)
-                timed(oc, q_count)
-                ts: dict[str, list[float]] = {"r": [], "b": [], "c": []}
-                for i in range(args.rounds):  # interleaved, order rotated
-                    order = [("r", sc, q_report), ("b", oc, q_base), ("c", oc, q_count)]
-                    order = order[i % 3:] + order[:i % 3]
-                    for key, conn, q in order:
-                        ts[key].append(timed(conn, q)[0])
-                med = {k: sorted(v)[len(v) // 2] * 1000 for k, v in ts.items()}
-                out.append((report.name, f"{med['r']:.0f}", f"{med['b']:.0f}",
-                            f"{med['r'] / med['b']:.2f}x", f"{med['c']:.0f}",
-                            f"{med['r'] / med['c']:.2f}x", str(len(rows)),
-                            str(sum(1 for r in rows if r[-1]))))
+                row, med = report_vs_baselines(
+                    report.name, lambda q=q_report: sc.rows(q), lambda q=q_base: oc.rows(q),
+                    lambda q=q_count: oc.rows(q), rounds=args.rounds)
+                out.append(row)
                 log(f"{report.name}: {med['r']:.0f} ms vs {med['b']:.0f} ms")
         print(f"\nKoha statistics reports on MariaDB {version}, {args.patrons:,} patrons, "
               f"{args.circulations:,} checkouts, median of {args.rounds} (target: report "

@@ -18,21 +18,24 @@ Two baselines, both over the same rows (every complete month):
 from __future__ import annotations
 
 import argparse
-import time
 
 import psycopg
-from _common import PREFIX, bench_server, drop_everything, evergreen_db, log, make_login, rules
+from _common import (
+    PREFIX,
+    STATS_HEADER,
+    bench_server,
+    drop_everything,
+    evergreen_db,
+    log,
+    make_login,
+    report_vs_baselines,
+    rules,
+)
 from _common import table as fmt_table
 
 from ils_redact.backends import postgresql as pg
 from ils_redact.stats import standard_reports
 from ils_redact.stats.pgsql import baseline_sql
-
-
-def timed(conn: psycopg.Connection, q: str) -> float:
-    t = time.perf_counter()
-    conn.execute(q).fetchall()  # type: ignore[arg-type]
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -54,28 +57,18 @@ def main() -> None:
             with pg.connect(srv.dsn_for(db)) as conn:
                 pg.install(conn, rl)
             analyst = make_login(srv, f"{PREFIX}analyst", rl.role("stats"))
-            rows = [("report", "report ms", "GROUP BY+distinct ms", "ratio",
-                     "GROUP BY count ms", "ratio", "entries", "suppressed")]
+            rows = [STATS_HEADER]
             with psycopg.connect(srv.dsn_for(db, user=analyst), autocommit=True) as sc, \
                     psycopg.connect(srv.dsn_for(db, user=owner), autocommit=True) as oc:
                 for report in standard_reports(rl.adapter):
                     q_report = f"SELECT * FROM ils_redact_stats.{report.name}()"  # noqa: S608
                     q_base = baseline_sql(report, tz)
                     q_count = baseline_sql(report, tz, patrons=False)
-                    out = sc.execute(q_report).fetchall()  # warm-up, and the result's size
-                    oc.execute(q_base).fetchall()
-                    oc.execute(q_count).fetchall()
-                    ts: dict[str, list[float]] = {"r": [], "b": [], "c": []}
-                    for i in range(args.rounds):  # interleaved, order rotated
-                        order = [("r", sc, q_report), ("b", oc, q_base), ("c", oc, q_count)]
-                        order = order[i % 3:] + order[:i % 3]
-                        for key, conn, q in order:
-                            ts[key].append(timed(conn, q))
-                    med = {k: sorted(v)[len(v) // 2] * 1000 for k, v in ts.items()}
-                    rows.append((report.name, f"{med['r']:.0f}", f"{med['b']:.0f}",
-                                 f"{med['r'] / med['b']:.2f}x", f"{med['c']:.0f}",
-                                 f"{med['r'] / med['c']:.2f}x", str(len(out)),
-                                 str(sum(1 for r in out if r[-1]))))
+                    row, _ = report_vs_baselines(
+                        report.name, lambda q=q_report: sc.execute(q).fetchall(),
+                        lambda q=q_base: oc.execute(q).fetchall(),
+                        lambda q=q_count: oc.execute(q).fetchall(), rounds=args.rounds)
+                    rows.append(row)
                     log(f"{report.name}: done")
             print(f"\nstatistics reports, {args.patrons:,} patrons, {args.circulations:,} "
                   f"circulations, median of {args.rounds} (target: report <= 1.2x "
