@@ -3,7 +3,7 @@
 Every benchmark prints ratios against a baseline measured in the same run, on the same
 server, interleaved (A, B, A, B, ...) so that a noisy neighbour slows both sides alike.
 The server: ``ILS_REDACT_BENCH_DSN`` (a superuser DSN) if set, else an embedded
-PostgreSQL 18.  Nothing here asserts a time; the numbers go in the README.
+PostgreSQL 18.  Nothing here asserts a time; the numbers go in docs/benchmarks.md.
 """
 
 from __future__ import annotations

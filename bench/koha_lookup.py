@@ -63,10 +63,12 @@ def scoped_lookup(rl, ids: list[int], rounds: int) -> dict:
         root.execute(f"GRANT ALL ON {ident(DB)}.* TO {account(app, '%')}")
         grant(root, rl, reader, "disclosure")
         root.autocommit(True)
-        root.execute(f"INSERT INTO {ident(layer)}.scope (patron_id, grantee, expires_at, "
-                     "created_by, created_at) SELECT p, %s, UTC_TIMESTAMP() + INTERVAL 1 DAY, "
-                     "'bench', UTC_TIMESTAMP() FROM JSON_TABLE(%s, '$[*]' COLUMNS (p INT "
-                     "PATH '$')) j", (reader, str(ids)))
+        # the reader's account ('reader'@'%'), for a request that covers every field
+        root.execute(f"INSERT INTO {ident(layer)}.scope (patron_id, grantee, grantee_user, "
+                     "grantee_host, all_fields, expires_at, created_by, created_at) "
+                     "SELECT p, %s, %s, '%%', 1, UTC_TIMESTAMP() + INTERVAL 1 DAY, 'bench', "
+                     "UTC_TIMESTAMP() FROM JSON_TABLE(%s, '$[*]' COLUMNS (p INT PATH '$')) j",
+                     (f"{reader}@%", reader, str(ids)))
         plan = "\n".join(" | ".join(str(x) for x in r) for r in root.execute(
             f"EXPLAIN SELECT {cols} FROM {ident(layer)}.borrowers").fetchall())
     q_reader = f"SELECT {cols} FROM {ident(layer)}.borrowers"

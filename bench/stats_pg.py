@@ -8,6 +8,12 @@ The 10,000,000-circulation database takes several minutes to build (``fixture.fi
 set ``ILS_REDACT_BENCH_DSN`` to a superuser DSN to use a server of your own (else an
 embedded PostgreSQL 18 is started).  Target: report <= 1.2x the baseline.
 
+Since layer 6 the report function returns the published months (``stats publish``), so
+two things are timed: ``publish`` (every complete month of the report, once: the same
+GROUP BY as the administrator's, the least-cost suppression of every page, the writes),
+against the GROUP BY + distinct baseline run in the same process; and the report call
+as the stats role, which reads the published rows only.
+
 Two baselines, both over the same rows (every complete month):
 * ``GROUP BY + distinct``: month, grouping, count(*) and count(DISTINCT patron): the same
   numbers the report needs before suppression (the threshold counts people);
@@ -18,6 +24,8 @@ Two baselines, both over the same rows (every complete month):
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import time
 
 import psycopg
 from _common import (
@@ -36,6 +44,8 @@ from _common import table as fmt_table
 from ils_redact.backends import postgresql as pg
 from ils_redact.stats import standard_reports
 from ils_redact.stats.pgsql import baseline_sql
+from ils_redact.stats.publish import month_range
+from ils_redact.stats.publish_pg import publish
 
 
 def main() -> None:
@@ -57,9 +67,30 @@ def main() -> None:
             with pg.connect(srv.dsn_for(db)) as conn:
                 pg.install(conn, rl)
             analyst = make_login(srv, f"{PREFIX}analyst", rl.role("stats"))
+            this_month = dt.date.today().replace(day=1)
+            months = month_range(dt.date(2010, 1, 1), this_month - dt.timedelta(days=1))
             rows = [STATS_HEADER]
             with psycopg.connect(srv.dsn_for(db, user=analyst), autocommit=True) as sc, \
                     psycopg.connect(srv.dsn_for(db, user=owner), autocommit=True) as oc:
+                publish_rows = [("report", "publish ms", "GROUP BY+distinct ms", "ratio",
+                                 "months", "entries", "suppressed")]
+                for report in standard_reports(rl.adapter):
+                    q_base = baseline_sql(report, tz)
+                    oc.execute(q_base).fetchall()  # warm-up
+                    t = time.perf_counter()
+                    oc.execute(q_base).fetchall()
+                    base_ms = (time.perf_counter() - t) * 1000
+                    with pg.connect(srv.dsn_for(db)) as ac:
+                        t = time.perf_counter()
+                        res = publish(ac, rl, pg.read_catalog(ac), report.name, months)
+                        pub_ms = (time.perf_counter() - t) * 1000
+                    counts = [r.counts() for r in res if r.status == "published"]
+                    publish_rows.append((
+                        report.name, f"{pub_ms:.0f}", f"{base_ms:.0f}",
+                        f"{pub_ms / base_ms:.2f}x", str(len(counts)),
+                        str(sum(c["entries"] for c in counts)),
+                        str(sum(c["entries"] - c["released"] for c in counts))))
+                    log(f"{report.name}: published")
                 for report in standard_reports(rl.adapter):
                     q_report = f"SELECT * FROM ils_redact_stats.{report.name}()"  # noqa: S608
                     q_base = baseline_sql(report, tz)
@@ -74,6 +105,9 @@ def main() -> None:
                   f"circulations, median of {args.rounds} (target: report <= 1.2x "
                   "GROUP BY+distinct)")
             print(fmt_table(rows))
+            print("\npublish, once per month (counting, exact suppression, writes) vs one "
+                  "GROUP BY+distinct")
+            print(fmt_table(publish_rows))
         finally:
             drop_everything(srv)
 

@@ -151,6 +151,10 @@ def test_scope_follows_the_request(scoped) -> None:
     assert visible_patrons(db, member) == set()
     listed = json.loads(desk.ok("--format", "json", "request", "list", user=desk.director))
     assert listed[0]["status"] == "expired"
+    # reading never writes (a read-only replica can list); the next write path records it
+    assert desk.audit()[-1]["action"] != "request.expired"
+    with db.connect(desk.director) as conn:
+        conn.execute("SELECT ils_redact.sweep_expired()")
     assert desk.audit()[-1]["action"] == "request.expired"
 
 
@@ -215,9 +219,22 @@ def test_emergency_export_has_exactly_the_identity_columns(scoped, tmp_path: Pat
     csv_out = tmp_path / "e.csv"
     desk.ok("export", "--request", str(rid), "--format", "csv", "-o", str(csv_out),
             user=desk.clerk)
-    header = next(csv.reader(io.StringIO(csv_out.read_text())))
+    rows = list(csv.reader(io.StringIO(csv_out.read_text())))
+    header = rows[0]
     assert header == ["patron_id", "relation", *allow]
     assert "passwd" not in csv_out.read_text() and "last_xact_id" not in csv_out.read_text()
+    # the JSON document carries the same values as the CSV, record for record (it once
+    # carried every value as null: keys looked up by a name they were not stored under)
+    assert len(doc["records"]) == len(rows) - 1 > 0
+    for rec, row in zip(doc["records"], rows[1:], strict=True):
+        assert [str(rec["patron_id"]), rec["relation"]] == row[:2]
+        cells = dict(zip(header, row, strict=True))
+        for col, value in rec["values"].items():
+            want = cells[f"{rec['relation']}.{col}"]
+            got = "" if value is None else (str(value).lower() if isinstance(value, bool)
+                                            else str(value))
+            assert got == want.removeprefix("'") or got == want, (rec["relation"], col)
+        assert any(v is not None for v in rec["values"].values()), rec
 
 
 def test_court_order_discloses_only_the_named_columns(desk: Desk, tmp_path: Path) -> None:
@@ -456,3 +473,28 @@ def test_patron_lookups_are_capped_and_logged(desk: Desk) -> None:
     entry = desk.audit()[-1]
     assert entry["action"] == "patron.lookup" and entry["actor"] == desk.clerk
     assert entry["detail"]["ids"] == [11, 12] and entry["detail"]["found"] == 2
+
+
+def test_a_python_caller_leaves_the_same_audit_trail(scoped) -> None:
+    """Audit semantics live in the library, not in the CLI: a refusal through the Python
+    API is an audit entry, and the error names it (``Refused.audit_seq``)."""
+    from ils_redact.disclosure import export as export_mod
+    from ils_redact.disclosure import requests as req_mod
+    from ils_redact.errors import Refused
+
+    desk, rid = scoped
+    # refused and logged by the export function itself (approved for another login)
+    with desk.db.connect(desk.clerk2, autocommit=False) as conn:
+        with pytest.raises(Refused) as refused:
+            export_mod.export(conn, rid, "csv")
+    last = desk.audit()[-1]
+    assert last["action"] == "export.refused" and last["request_id"] == rid
+    assert refused.value.logged and refused.value.audit_seq == last["seq"]
+    # refused before any layer function decides: logged by the library
+    with desk.db.connect(desk.clerk, autocommit=False) as conn:
+        with pytest.raises(Refused) as refused:
+            req_mod.require_known(conn, ["NO-SUCH-CARD"])
+    last = desk.audit()[-1]
+    assert last["action"] == "request.create.refused"
+    assert refused.value.audit_seq == last["seq"]
+    assert "unknown patrons: NO-SUCH-CARD" in str(refused.value)

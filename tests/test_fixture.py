@@ -15,6 +15,7 @@ from psycopg import sql
 
 from ils_redact.adapters import get_adapter
 from ils_redact.adapters.evergreen import fixture as fx
+from support.parallel import exclusive
 
 PATRONS = 2_000
 CIRCULATIONS = 10_000
@@ -37,12 +38,15 @@ def eg(server, run_prefix, catalog) -> Iterator[dict]:
             sql.Identifier(db), sql.Identifier(owner)))
     dsn = server.dsn_for(db)
     try:
-        with psycopg.connect(dsn) as conn:
+        # one schema build at a time across parallel workers (see support.parallel)
+        with exclusive("schema-build"), psycopg.connect(dsn) as conn:
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
             t0 = time.perf_counter()
             fx.build_schema(conn, catalog)
             built = time.perf_counter() - t0
             conn.commit()
+        with psycopg.connect(dsn) as conn:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
             stages: list[str] = []
             t0 = time.perf_counter()
             counts = fx.fill(conn, patrons=PATRONS, circulations=CIRCULATIONS,

@@ -139,7 +139,17 @@ def test_pg_stats_shows_nothing_about_restricted_columns(installed) -> None:
 
 
 def test_leaky_temporary_function_sees_no_hidden_rows(installed) -> None:
+    """Install takes TEMP from PUBLIC (hardening), so the clerk cannot create the leaky
+    function at all; row-level security holds on its own too: with TEMP granted back by
+    hand, the function sees no hidden row."""
     db, clerk = installed
+    with db.connect(clerk) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("CREATE FUNCTION pg_temp.leak(text) RETURNS boolean LANGUAGE sql "
+                         "AS 'SELECT true'")
+    with db.connect() as conn:
+        conn.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(
+            sql.Identifier(db.name), sql.Identifier(clerk)))
     notices: list[str] = []
     with db.connect(clerk) as conn:
         conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))

@@ -24,7 +24,6 @@ import json
 import random
 import re
 from collections import defaultdict
-from fractions import Fraction
 from pathlib import Path
 
 import psycopg
@@ -34,8 +33,12 @@ from psycopg import errors, sql
 from ils_redact.adapters.evergreen.fixture import TINY_BRANCH
 from ils_redact.backends import postgresql as pg
 from ils_redact.backends.postgresql.introspect import read_catalog
+from ils_redact.rules import load_rules
+from ils_redact.stats import publish_pg
+from ils_redact.stats.publish import month_range
 from ils_redact.stats.run import run_report
 from support import EgDb, create_role, run_cli, write_rules
+from support.stats_oracle import Key, age_band, determined, equations, released
 
 K = 11
 MONTH = "date_trunc('month', {} AT TIME ZONE 'UTC')::date"
@@ -81,18 +84,7 @@ RAW: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def _age_band(at: dt.date, dob: dt.date | None) -> str:
-    if dob is None:
-        return "unknown"
-    years = at.year - dob.year - ((at.month, at.day) < (dob.month, dob.day))
-    band = max(0, min(90, years // 10 * 10))
-    return "90+" if band == 90 else f"{band}-{band + 9}"
-
-
 # -- the truth, by brute force ------------------------------------------------------------
-
-Key = tuple[str, str | None, str | None]  # (kind, row, column)
-
 
 def truth(db: EgDb, report: str, lo: dt.date | None = None, hi: dt.date | None = None
           ) -> dict[tuple, dict[Key, tuple[int, set[str]]]]:
@@ -107,7 +99,7 @@ def truth(db: EgDb, report: str, lo: dt.date | None = None, hi: dt.date | None =
                 if month is None or month >= hi or (lo and month < lo):
                     continue
                 if report == "circ_by_age_band":
-                    r, c = _age_band(r, c), None
+                    r, c = age_band(r, c), None
                 cell = pages[(month, measure)].setdefault((r, c), [0, set()])
                 cell[0] += 1
                 cell[1].add(patron)
@@ -133,77 +125,21 @@ def truth(db: EgDb, report: str, lo: dt.date | None = None, hi: dt.date | None =
     return out
 
 
-def released(entries) -> dict[tuple, dict[Key, object]]:
-    pages: dict[tuple, dict[Key, object]] = defaultdict(dict)
-    for e in entries:
-        key = (e.kind, e.row_value, e.col_value)
-        assert key not in pages[(e.period, e.measure)], f"duplicate entry {key}"
-        assert (e.value is None) == e.suppressed
-        pages[(e.period, e.measure)][key] = e.value
-    return pages
+FIRST = dt.date(2019, 1, 1)  # before the fixture's first month of records
 
 
-# -- the linear system -------------------------------------------------------------------
-
-def equations(keys: set[Key]) -> list[dict[Key, int]]:
-    """Rows add up to their totals, columns to theirs (absent entries are zero)."""
-    rows = {r for k, r, _ in keys if k == "cell"}
-    cols = {c for k, _, c in keys if k == "cell"}
-    eqs: list[dict[Key, int]] = []
-    if any(k == "row_total" for k, _, _ in keys):
-        for r in rows:
-            eqs.append({("cell", r, c): 1 for c in cols} | {("row_total", r, None): -1})
-        for c in cols:
-            eqs.append({("cell", r, c): 1 for r in rows} | {("col_total", None, c): -1})
-        eqs.append({("row_total", r, None): 1 for r in rows} | {("total", None, None): -1})
-        eqs.append({("col_total", None, c): 1 for c in cols} | {("total", None, None): -1})
-    elif ("total", None, None) in keys:
-        eqs.append({k: 1 for k in keys if k[0] == "cell"} | {("total", None, None): -1})
-    return eqs
+def publish(db: EgDb, report: str, lo: dt.date | None = None, hi: dt.date | None = None,
+            rules=None) -> list:
+    """Publish the months [lo, hi) of a report as the administrator (idempotent)."""
+    this_month = dt.date.today().replace(day=1)
+    lo, hi = lo or FIRST, min(hi or this_month, this_month)
+    months = month_range(lo, hi - dt.timedelta(days=1))
+    with db.connect(autocommit=False) as conn:
+        return publish_pg.publish(conn, rules or db.rules, read_catalog(conn), report, months)
 
 
-def determined(page: dict[Key, object]) -> list[Key]:
-    """The suppressed entries the released ones pin down: e_j in the row space of the
-    system restricted to the unknowns (exact arithmetic)."""
-    unknowns = sorted((k for k, v in page.items() if v is None), key=repr)
-    if not unknowns:
-        return []
-    col = {u: i for i, u in enumerate(unknowns)}
-    matrix = []
-    for eq in equations(set(page)):
-        row = [Fraction(0)] * len(unknowns)
-        for key, coef in eq.items():
-            if key in col:
-                row[col[key]] += coef
-        if any(row):
-            matrix.append(row)
-    # reduced row echelon form
-    pivots: list[tuple[int, list[Fraction]]] = []
-    for row in matrix:
-        for p, prow in pivots:
-            if row[p]:
-                f = row[p]
-                row = [a - f * b for a, b in zip(row, prow, strict=True)]
-        lead = next((i for i, a in enumerate(row) if a), None)
-        if lead is None:
-            continue
-        row = [a / row[lead] for a in row]
-        pivots = [(p, [a - prow[lead] * b for a, b in zip(prow, row, strict=True)])
-                  for p, prow in pivots]
-        pivots.append((lead, row))
-    out = []
-    for u, j in col.items():
-        v = [Fraction(int(i == j)) for i in range(len(unknowns))]
-        for p, prow in pivots:
-            if v[p]:
-                f = v[p]
-                v = [a - f * b for a, b in zip(v, prow, strict=True)]
-        if not any(v):
-            out.append(u)
-    return out
-
-
-def check_report(db: EgDb, login: str, report: str, lo=None, hi=None) -> dict:
+def check_report(db: EgDb, login: str, report: str, lo=None, hi=None, rules=None) -> dict:
+    publish(db, report, lo, hi, rules)
     with db.connect(login) as conn:
         result = run_report(conn, report, lo, hi)
     got = released(result.entries)
@@ -247,9 +183,11 @@ def test_every_relation_is_closed_to_the_stats_role(installed) -> None:
             "SELECT p.oid::regprocedure::text, p.oid FROM pg_proc p JOIN pg_namespace n "
             "ON n.oid = p.pronamespace WHERE n.nspname IN ('ils_redact', 'ils_redact_stats') "
             "AND p.proname NOT IN (SELECT name FROM ils_redact_stats.reports()) "
-            "AND p.proname <> 'reports'")]
+            "AND p.proname NOT IN ('reports', 'publications')")]
     rels = sorted(catalog.relations)
     assert len(rels) > 600 and "action.circulation" in rels and "ils_redact.scope" in rels
+    # the publication tables: the released values, and the record of what was published
+    assert {"ils_redact_stats.published", "ils_redact_stats.publication"} <= set(rels)
     readable = []
     with db.connect(login) as conn:
         for rel in rels:
@@ -279,10 +217,12 @@ def test_report_owner_holds_only_the_columns_it_counts(installed) -> None:
     with db.connect() as conn:
         grants = conn.execute(
             "SELECT table_schema || '.' || table_name, column_name "
-            "FROM information_schema.column_privileges WHERE grantee = %s",
+            "FROM information_schema.column_privileges WHERE grantee = %s "
+            "AND table_schema <> 'ils_redact_stats'",  # its own publication tables
             (db.role("stats_owner"),)).fetchall()
         tables = conn.execute(
-            "SELECT count(*) FROM information_schema.table_privileges WHERE grantee = %s",
+            "SELECT count(*) FROM information_schema.table_privileges WHERE grantee = %s "
+            "AND table_schema <> 'ils_redact_stats'",
             (db.role("stats_owner"),)).fetchone()[0]
         member = conn.execute(
             "SELECT count(*) FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid "
@@ -317,6 +257,7 @@ def test_tiny_branch_gets_suppressed_cells_not_counts(installed) -> None:
     patrons = db.scalar("SELECT count(*) FROM actor.usr WHERE home_ou = %s", (TINY_BRANCH,))
     assert 0 < patrons < K
     for report in ("circ_by_library_modifier", "registrations_by_library"):
+        publish(db, report)
         with db.connect(login) as conn:
             entries = run_report(conn, report).entries
         mine = [e for e in entries if e.row_value == tiny]
@@ -364,6 +305,7 @@ def test_periods_are_whole_complete_months(installed, lo, hi, message) -> None:
 
 def test_month_boundaries_do_not_follow_the_session_time_zone(installed) -> None:
     db, login = installed
+    publish(db, "circ_by_library_modifier", dt.date(2023, 2, 1), dt.date(2023, 4, 1))
     runs = []
     for tz in ("UTC", "Pacific/Kiritimati", "America/Adak"):
         with db.connect(login) as conn:
@@ -423,6 +365,7 @@ def test_custom_report_is_installed_suppressed_and_dropped(eg_db: EgDb, tmp_path
     assert res.returncode == 0, res.stderr
     login = create_role(eg_db.server, f"{eg_db.prefix}analyst",
                         member_of=(eg_db.role("stats"),))
+    publish(eg_db, "checkins_by_library", rules=load_rules(rules))
     entries = _run(eg_db, login, "checkins_by_library").entries
     got = released(entries)
     # brute force, as the owner
@@ -431,7 +374,7 @@ def test_custom_report_is_installed_suppressed_and_dropped(eg_db: EgDb, tmp_path
                coalesce(c.checkin_lib::text, '(none)'), c.usr::text
         FROM action.circulation c""")]
     try:
-        assert got == check_report(eg_db, login, "checkins_by_library")
+        assert got == check_report(eg_db, login, "checkins_by_library", rules=load_rules(rules))
     finally:
         del RAW["checkins_by_library"]
     assert any(e.suppressed for e in entries) and any(not e.suppressed for e in entries)
@@ -451,9 +394,27 @@ def test_cli_list_and_run(installed, tmp_path: Path) -> None:
     res = run_cli("--dsn", dsn, "--format", "json", "stats", "list")
     assert res.returncode == 0, res.stderr
     assert {r["name"] for r in json.loads(res.stdout)} == set(REPORTS)
-    res = run_cli("--dsn", dsn, "stats", "run", "circ_by_library_modifier", "--from",
-                  "2023-01", "--to", "2023-03-01")
+    # nothing published yet: the run says so and returns no entries
+    res = run_cli("--dsn", dsn, "stats", "run", "circ_by_library_modifier", "--month",
+                  "2023-01")
     assert res.returncode == 0, res.stderr
+    assert res.stdout.count("\n") == 1 and "stats publish" in res.stderr
+    # the administrator publishes (inclusive months), the run covers what was published
+    admin = ("--dsn", db.dsn, "--rules", str(write_rules(tmp_path, db.prefix)))
+    res = run_cli(*admin, "stats", "publish", "circ_by_library_modifier", "--from", "2023-01",
+                  "--to", "2023-02")
+    assert res.returncode == 0, res.stderr
+    assert "2023-01: published" in res.stdout and "2023-02: published" in res.stdout
+    assert "suppressed as complements" in res.stdout and "exact" in res.stdout
+    res = run_cli(*admin, "stats", "publish", "circ_by_library_modifier", "--month", "2023-02")
+    assert res.returncode == 0 and "already published" in res.stdout, res.stdout
+    publish(db, "holds_by_pickup_library")
+    publish(db, "circ_by_age_band", dt.date(2024, 1, 1), dt.date(2024, 2, 1))
+    res = run_cli("--dsn", dsn, "stats", "run", "circ_by_library_modifier", "--from",
+                  "2023-01", "--to", "2023-02")
+    assert res.returncode == 0, res.stderr
+    assert "covers 2 published months: 2023-01..2023-02 (k = 11)" in res.stderr
+    assert "suppressed below k" in res.stderr and "as complements" in res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == "period,measure,kind,row_value,col_value,value,suppressed"
     assert {line[:10] for line in lines[1:]} == {"2023-01-01", "2023-02-01"}
@@ -465,7 +426,7 @@ def test_cli_list_and_run(installed, tmp_path: Path) -> None:
     page = out.read_text(encoding="utf-8")
     assert "<svg" in page and 'class="sup"' in page and "holds filled" in page
     res = run_cli("--dsn", dsn, "--format", "json", "stats", "run", "circ_by_age_band",
-                  "--format", "json", "--from", "2024-01", "--to", "2024-02")
+                  "--format", "json", "--month", "2024-01")
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["report"]["name"] == "circ_by_age_band" and doc["entries"]
@@ -543,3 +504,161 @@ def test_uninstall_removes_the_statistics_schema(installed) -> None:
     with psycopg.connect(db.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname = 'suppress_page'"
                             ).fetchone()[0] == 0
+
+
+# -- publication: protection intervals, shared totals, no differencing over time ----------
+
+LEVEL = 6  # ceil(0.5 * k): the default protection level
+
+
+def _lp_bounds(pages: list[dict[Key, object]], truths: list[dict], target: tuple[int, Key],
+               shared: list[dict[Key, str]]) -> tuple[float, float]:
+    """The attacker's interval for one suppressed entry, from the released entries of
+    ``pages`` (several reports of one month: entries with the same shared name are one
+    unknown), their equations and non-negativity: SciPy's linprog."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    names: dict[tuple[int, Key], object] = {}
+    for i, page in enumerate(pages):
+        for key, value in page.items():
+            if value is None:
+                names[(i, key)] = shared[i].get(key, (i, key))
+    unknown = sorted(set(names.values()), key=repr)
+    col = {u: j for j, u in enumerate(unknown)}
+    a_rows, b = [], []
+    for i, page in enumerate(pages):
+        for eq in equations(set(page)):
+            row = np.zeros(len(unknown))
+            rhs = 0.0
+            for key, coef in eq.items():
+                if (i, key) in names:
+                    row[col[names[(i, key)]]] += coef
+                elif key in page:
+                    rhs -= coef * page[key]
+            a_rows.append(row)
+            b.append(rhs)
+    out = []
+    for sign in (1, -1):
+        c = np.zeros(len(unknown))
+        c[col[names[target]]] = sign
+        res = linprog(c, A_eq=np.array(a_rows) if a_rows else None,
+                      b_eq=np.array(b) if b else None,
+                      bounds=[(0, None)] * len(unknown), method="highs")
+        out.append(sign * res.fun if res.status == 0 else -sign * float("inf"))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_every_small_cell_keeps_its_protection_interval(installed, report) -> None:
+    """For every suppressed entry with fewer than k patrons, the attacker's linear
+    programs (released entries, equations, counts >= 0) leave it uncertain by at least
+    the protection level either way."""
+    db, login = installed
+    got = check_report(db, login, report)
+    want = truth(db, report)
+    checked = 0
+    for page, entries in got.items():
+        for key, value in entries.items():
+            count, patrons = want[page][key]
+            if value is None and len(patrons) < K:
+                lo, hi = _lp_bounds([entries], [want[page]], (0, key), [{}])
+                assert hi >= count + LEVEL - 1e-6, (report, page, key, count, lo, hi)
+                assert lo <= max(0, count - LEVEL) + 1e-6, (report, page, key, count, lo, hi)
+                checked += 1
+    assert checked > 10
+
+
+def test_the_statistics_role_cannot_read_or_write_the_publication(installed) -> None:
+    db, login = installed
+    publish(db, "circ_by_profile", dt.date(2023, 1, 1), dt.date(2023, 2, 1))
+    with db.connect(login) as conn:
+        for table in ("published", "publication"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(sql.SQL("SELECT * FROM ils_redact_stats.{}").format(
+                    sql.Identifier(table)))
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(sql.SQL("DELETE FROM ils_redact_stats.{}").format(
+                    sql.Identifier(table)))
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO ils_redact_stats.publication (report, period, k, "
+                         "protection, cost, method, released, primary_suppressed, "
+                         "complement_suppressed, shared_suppressed) VALUES "
+                         "('circ_by_profile', '2023-02-01', 3, 1, 'x', 'x', 0, 0, 0, 0)")
+        months = conn.execute("SELECT report, period, k FROM "
+                              "ils_redact_stats.publications()").fetchall()
+    assert ("circ_by_profile", dt.date(2023, 1, 1), K) in months
+    # suppressed values are not stored at all
+    assert db.scalar("SELECT count(*) FROM ils_redact_stats.published "
+                     "WHERE suppressed AND value IS NOT NULL") == 0
+
+
+def test_shared_monthly_totals_agree_and_hold_jointly(installed) -> None:
+    """Three reports show the month's circulations as their grand total: each month it
+    is released by all with one value or suppressed by all, and the attacker's linear
+    program over the three pages together (the total one unknown) still leaves every
+    small cell its interval."""
+    db, login = installed
+    circ = ["circ_by_library_modifier", "circ_by_profile", "circ_by_age_band"]
+    lo, hi = dt.date(2023, 1, 1), dt.date(2023, 7, 1)
+    got = {r: check_report(db, login, r, lo, hi) for r in circ}
+    want = {r: truth(db, r, lo, hi) for r in circ}
+    total: Key = ("total", None, None)
+    for month in month_range(lo, hi - dt.timedelta(days=1)):
+        pages = [got[r][(month, "circulations")] for r in circ]
+        truths = [want[r][(month, "circulations")] for r in circ]
+        values = {p[total] for p in pages}
+        assert len(values) == 1, (month, values)
+        shared = [{total: "month total"}] * 3
+        for i, (page, true) in enumerate(zip(pages, truths, strict=True)):
+            for key, value in page.items():
+                count, patrons = true[key]
+                if value is None and len(patrons) < K:
+                    low, high = _lp_bounds(pages, truths, (i, key), shared)
+                    assert high >= count + LEVEL - 1e-6, (month, circ[i], key, low, high)
+                    assert low <= max(0, count - LEVEL) + 1e-6, (month, circ[i], key)
+
+
+def test_repeated_runs_leak_no_difference(installed, tmp_path: Path) -> None:
+    """Every run over every sub-period of a half year, before and after the month's
+    records change (loans deleted, as when patrons are deleted) and after k changes,
+    returns one value per entry: the published one."""
+    db, login = installed
+    report = "circ_by_library_modifier"
+    lo, hi = dt.date(2023, 1, 1), dt.date(2023, 7, 1)
+    publish(db, report, lo, hi)
+    months = month_range(lo, hi - dt.timedelta(days=1))
+
+    def every_run() -> dict:
+        seen: dict = {}
+        for a in range(len(months)):
+            for b in range(a + 1, len(months) + 1):
+                end = months[b] if b < len(months) else hi
+                for e in _run(db, login, report, months[a], end).entries:
+                    key = (e.period, e.measure, e.kind, e.row_value, e.col_value)
+                    seen.setdefault(key, set()).add(e.value)
+        return seen
+
+    before = every_run()
+    assert all(len(v) == 1 for v in before.values())
+    # records change after publication: a late deletion of March loans
+    with db.connect() as conn:
+        gone = conn.execute("DELETE FROM action.circulation WHERE id IN (SELECT id FROM "
+                            "action.circulation WHERE xact_start >= '2023-03-01' AND "
+                            "xact_start < '2023-04-01' ORDER BY id LIMIT 40)").rowcount
+    assert gone == 40
+    # and k changes
+    rules = write_rules(tmp_path, db.prefix, lambda t: t.replace("  k: 11", "  k: 15", 1))
+    res = run_cli("--dsn", db.dsn, "--rules", str(rules), "install")
+    assert res.returncode == 0, res.stderr
+    again = publish(db, report, lo, hi, load_rules(rules))
+    assert {r.status for r in again} == {"already published"}
+    after = every_run()
+    assert after == before
+    # a new month is published with the new k, and says so
+    res = publish(db, report, dt.date(2023, 7, 1), dt.date(2023, 8, 1), load_rules(rules))
+    assert res[0].status == "published"
+    with db.connect(login) as conn:
+        ks = dict(conn.execute("SELECT period, k FROM ils_redact_stats.publications() "
+                               "WHERE report = %s", (report,)).fetchall())
+    assert ks[dt.date(2023, 7, 1)] == 15 and ks[dt.date(2023, 3, 1)] == K

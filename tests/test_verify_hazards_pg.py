@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ils_redact.servers import pg_tool
 from support import EgDb, create_role
-from verify_support import Run, install, verify_cli
+from support.verify import Run, install, verify_cli
 
 DATA = Path(__file__).parent / "data"
 
@@ -52,7 +52,7 @@ def check_public_grant(db: EgDb, run: Run) -> None:
     assert f["fix"] == 'REVOKE ALL ON "action"."circulation" FROM PUBLIC;'
     # and each restricted role holds it, through PUBLIC
     roles = {x["role"] for x in run.findings("C-TABLE-SELECT", "action.circulation")}
-    assert roles == {"disclosure", "stats", "exporter"}
+    assert roles == {"disclosure", "stats", "exporter", "admin"}
     assert "through PUBLIC" in run.findings("C-TABLE-SELECT", "action.circulation")[0]["why"]
 
 
@@ -104,11 +104,12 @@ def check_security_definer(db: EgDb, run: Run) -> None:
     f = only(run, "H-SECURITY-DEFINER", "public.loans_of(bigint)")
     assert f"runs as {db.owner} and PUBLIC may execute it" in f["why"]
     assert "its text reads action.circulation" in f["why"]
-    assert f["fix"].startswith('REVOKE EXECUTE ON FUNCTION "public"."loans_of"(bigint) FROM '
-                               "PUBLIC")
+    # named by its parts, read by OID: never the signature the catalog printed (row 16)
+    assert f["fix"].startswith('REVOKE EXECUTE ON ROUTINE "public"."loans_of"'
+                               '("pg_catalog"."int8") FROM PUBLIC')
     # each restricted role can really call it (the executor's EXECUTE check, by EXPLAIN)
     callers = {x["role"] for x in run.findings("E-FUNCTION", "public.loans_of(bigint)")}
-    assert callers == {"disclosure", "stats", "exporter"}
+    assert callers == {"disclosure", "stats", "exporter", "admin"}
 
 
 def seed_unclassified(db: EgDb) -> None:
@@ -180,7 +181,82 @@ def check_inheritance_parent(db: EgDb, run: Run) -> None:
     assert db.role("stats") in f["why"]
 
 
+def seed_counters(db: EgDb) -> None:
+    execute(db, "GRANT SELECT ON pg_catalog.pg_stat_xact_user_tables TO PUBLIC; "
+                "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_get_xact_tuples_fetched(oid) "
+                "TO PUBLIC")
+
+
+def check_counters(db: EgDb, run: Run) -> None:
+    f = only(run, "H-ROW-COUNTERS", f"role {db.role('disclosure')}")
+    assert "may read 2 row counters" in f["why"] and "through PUBLIC" in f["why"]
+    assert "pg_stat_xact_user_tables" in f["why"]
+    assert 'REVOKE SELECT ON TABLE "pg_catalog"."pg_stat_xact_user_tables" FROM PUBLIC;' \
+        in f["fix"]
+    assert {x["role"] for x in run.findings("H-ROW-COUNTERS")} == {
+        "disclosure", "stats", "exporter", "admin"}
+    only(run, "D-DRIFT", "revoke-counters view")
+
+
+def seed_layer_owner(db: EgDb) -> None:
+    execute(db, sql.SQL("ALTER FUNCTION ils_redact.export(bigint, text) OWNER TO {}").format(
+        sql.Identifier(db.role("disclosure"))))
+
+
+def check_layer_owner(db: EgDb, run: Run) -> None:
+    f = only(run, "H-LAYER-OWNER", "ils_redact.export(bigint, text)")
+    assert f"is owned by {db.role('disclosure')}, not by a layer owner role" in f["why"]
+    assert f["fix"].startswith('ALTER ROUTINE "ils_redact"."export"("pg_catalog"."int8", '
+                               f'"pg_catalog"."text") OWNER TO "{db.role("export_owner")}";')
+    only(run, "C-OWNER", f"role {db.role('disclosure')}")
+    only(run, "D-DRIFT", "alter-owner ils_redact.export(bigint, text)")
+
+
+def seed_owner_reachable(db: EgDb) -> None:
+    create_role(db.server, f"{db.prefix}dba", member_of=(db.role("owner"),))
+
+
+def check_owner_reachable(db: EgDb, run: Run) -> None:
+    f = only(run, "H-LAYER-OWNER", f"role {db.role('owner')}")
+    assert f"{db.prefix}dba can act as it" in f["why"]
+    assert f["fix"].startswith(f'REVOKE "{db.role("owner")}" FROM "{db.prefix}dba";')
+    only(run, "D-DRIFT", f"revoke-role role {db.role('owner')}")
+
+
+def seed_access_mode(db: EgDb) -> None:
+    create_role(db.server, f"{db.prefix}clerk", member_of=(db.role("disclosure"),))
+
+
+def check_access_mode(db: EgDb, run: Run) -> None:
+    f = only(run, "C-ACCESS-MODE", f"login {db.prefix}clerk")
+    assert "disclosure.access is function" in f["why"]
+    assert f["fix"].startswith(f'REVOKE "{db.role("disclosure")}" FROM "{db.prefix}clerk"; '
+                               f'GRANT "{db.role("exporter")}" TO "{db.prefix}clerk";')
+    only(run, "D-DRIFT", f"revoke-role role {db.role('disclosure')}")
+
+
+def seed_admin_reads(db: EgDb) -> None:
+    execute(db, sql.SQL("GRANT USAGE ON SCHEMA actor TO {0}; "
+                        "GRANT SELECT (family_name, dob) ON actor.usr TO {0}").format(
+        sql.Identifier(db.role("admin"))))
+
+
+def check_admin_reads(db: EgDb, run: Run) -> None:
+    f = only(run, "C-PRIVILEGE", "actor.usr")
+    assert f["role"] == "admin" and "family_name" in f["why"]
+    e = only(run, "E-READABLE", "actor.usr")
+    assert e["role"] == "admin" and "family_name" in e["why"]
+
+
 SEEDS: dict[str, tuple[Callable[[EgDb], None], Callable[[EgDb, Run], None], str]] = {
+    "admin-reads-an-identity-column": (seed_admin_reads, check_admin_reads, "catalog/admin"),
+    "row-counters-back-to-public": (seed_counters, check_counters, "hazard/row-counters"),
+    "export-owned-by-the-disclosure-role": (seed_layer_owner, check_layer_owner,
+                                            "hazard/layer-owner"),
+    "owner-role-granted-to-a-login": (seed_owner_reachable, check_owner_reachable,
+                                      "hazard/layer-owner"),
+    "login-in-disclosure-under-function-mode": (seed_access_mode, check_access_mode,
+                                                "catalog/disclosure"),
     "public-grant-on-circulation": (seed_public_grant, check_public_grant, "hazard/public-grant"),
     "owner-rights-view-to-disclosure": (seed_owner_rights_view, check_owner_rights_view,
                                         "hazard/owner-rights-view"),

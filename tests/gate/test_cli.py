@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from gatecase import REPO, stats_catalog
 
 from ils_redact.cli import cli, main
+from support.gate import REPO, stats_catalog
 
 RULES = str(REPO / "redaction_rules.yaml")
 
@@ -31,12 +31,12 @@ def run(*args: str, input: str | None = None):  # type: ignore[no-untyped-def]
 
 
 def test_rewrite_allowed_prints_sql(catalog_file: str) -> None:
-    r = run("rewrite", "--profile", "disclosure", "--request", "12", "--catalog",
-            catalog_file, "SELECT barcode FROM actor.card")
+    r = run("rewrite", "--profile", "disclosure", "--catalog", catalog_file,
+            "SELECT barcode FROM actor.card")
     assert r.exit_code == 0, r.output
     assert r.output.strip() == (
         'SELECT "card"."barcode" AS "barcode" FROM "actor"."card" AS "card" WHERE '
-        '"card"."usr" = ANY(CAST((SELECT "ils_redact"."request_patron_ids"(12)) AS '
+        '"card"."usr" = ANY(CAST((SELECT "ils_redact"."scope_patron_ids"()) AS '
         'BIGINT[])) LIMIT 1000')
 
 
@@ -82,6 +82,9 @@ def test_usage_errors_exit_2(catalog_file: str) -> None:
     ["rewrite", "--profile", "disclosure", "--catalog", "/nonexistent.json", "SELECT 1"],
     ["rewrite", "--profile", "stats", "--request", "3", "SELECT 1"],
     ["rewrite", "--profile", "disclosure", "--search-path", " , ", "SELECT 1"],
+    # a request is checked in the database, as `query` checks it: offline it cannot be
+    ["rewrite", "--profile", "disclosure", "--request", "12", "--catalog",
+     "/nonexistent.json", "SELECT barcode FROM actor.card"],
     ["lint", "/nonexistent/folder"],
 ])
 def test_ils_redact_errors_exit_2_with_one_line(args: list[str],

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gatecase import ALL, CASES, gate_for
+
+from support.gate import ALL, CASES, case_gate
 
 PROFILES = {"disclosure", "stats", "report"}
 KEYS = {"name", "profile", "sql", "expect", "codes", "rewrite", "request", "search_path",
-        "db", "note"}
+        "db", "note", "columns"}
 
 
 
@@ -35,13 +36,13 @@ def test_corpus_is_large_and_well_formed() -> None:
         else:
             assert not case.get("codes"), name
         assert case.get("db", "denied") in ("denied", "error", "allowed"), name
+        if "columns" in case:
+            assert case["profile"] == "disclosure", name
 
 
 @pytest.mark.parametrize("case", [c for _, c in ALL], ids=[n for n, _ in ALL])
 def test_case(case: dict[str, Any]) -> None:
-    gate = gate_for(case["profile"], case.get("request"),
-                    tuple(case.get("search_path") or ("public",)))
-    result = gate.check(case["sql"])
+    result = case_gate(case).check(case["sql"])
     got = sorted({f.code for f in result.findings})
     shown = "\n".join(str(f) for f in result.findings)
     if case["expect"] == "allow":

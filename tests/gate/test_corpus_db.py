@@ -26,7 +26,7 @@ outcome is one of
     A result that changes depends on data the login may not see: a leak.
 
 and must match the case's ``db:`` value (default ``denied``).  The database alone leaks
-through EXPLAIN (THREAT_MODEL fact 7: estimates and "Rows Removed by Filter" count rows
+through EXPLAIN (docs/threat-model.md, fact 7: estimates and "Rows Removed by Filter" count rows
 that row-level security hides); those cases are listed in :data:`KNOWN_DB_LEAKS` with
 the reason, and the test fails if any other case leaks (or if one of them stops).
 
@@ -52,7 +52,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from gatecase import ALL, STATS_VIEWS
 from psycopg import errors, sql
 
 from ils_redact.backends import postgresql as pg
@@ -62,13 +61,14 @@ from ils_redact.gate import Gate
 from ils_redact.gate.execute import run_read_only
 from ils_redact.gate.profiles import Classifier
 from support import EgDb, create_role
+from support.gate import ALL, STATS_VIEWS
 
 PATRONS = (11, 12, 13)
 REFUSED = [(n, c) for n, c in ALL if c["expect"] == "refuse"]
 ALLOWED = [(n, c) for n, c in ALL if c["expect"] == "allow"]
 
 #: refused cases the database alone does NOT stop from disclosing something: the gate
-#: is the only layer for them (and says so in THREAT_MODEL.md)
+#: is the only layer for them (and docs/threat-model.md says so)
 KNOWN_DB_LEAKS = {
     "statements:explain": "fact 7: EXPLAIN estimates count the rows RLS hides",
     "statements:explain-analyze": "fact 7: 'Rows Removed by Filter' counts hidden rows",
@@ -316,7 +316,8 @@ def measure_refused(world: World, name: str, case: dict) -> RefusedMeasure:
 def live_gate(world: World, case: dict) -> Gate:
     request = world.request_id if case.get("request") else None
     return Gate(world.db.rules, world.catalog, case["profile"], request_id=request,
-                search_path=tuple(case.get("search_path") or ("public",)), cache_size=0)
+                search_path=tuple(case.get("search_path") or ("public",)), cache_size=0,
+                columns=case.get("columns"))
 
 
 # -- the cases ---------------------------------------------------------------------------

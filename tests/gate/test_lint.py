@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gatecase import evergreen_catalog, evergreen_rules
 
 from ils_redact.errors import IlsRedactError
 from ils_redact.gate.lint import Linter, sql_files
+from support.gate import evergreen_catalog, evergreen_rules
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import dataclasses
 import json
 
 import pytest
-from gatecase import evergreen_catalog, evergreen_rules, gate_for, stats_catalog
 from pglast.parser import parse_sql_json
 from sqlglot import exp, parse_one
 
@@ -18,6 +17,7 @@ from ils_redact.gate.findings import dedupe, offset_to_line_col
 from ils_redact.gate.profiles import Classifier, patron_identifiers
 from ils_redact.gate.rewrite import cap_limit, scope_predicate
 from ils_redact.gate.statement import parse_statements
+from support.gate import evergreen_catalog, evergreen_rules, gate_for, stats_catalog
 
 
 def codes(result) -> set[str]:  # type: ignore[no-untyped-def]
@@ -136,7 +136,7 @@ def test_offset_to_line_col() -> None:
 
 def test_dedupe_keeps_first() -> None:
     from ils_redact.gate import Finding
-    a, b = Finding("R-X", "m", "o", 1, 1), Finding("R-X", "m", "o", 2, 2)
+    a, b = Finding("R-PARSE", "m", "o", 1, 1), Finding("R-PARSE", "m", "o", 2, 2)
     assert dedupe([a, b]) == (a,)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import sqlglot
-from gatecase import evergreen_catalog, gate_for
 from sqlglot import exp
 
 from ils_redact.gate import pgparse
 from ils_redact.gate.functions import ALLOWED_CLASSES
+from support.gate import evergreen_catalog, gate_for
 
 
 def facts(sql: str) -> pgparse.PgFacts:
@@ -93,6 +93,19 @@ def test_compare_resolves_through_the_search_path() -> None:
 def test_verify_output(sql: str, code: str) -> None:
     out = list(pgparse.verify_output(sql, {"actor.usr"}, frozenset()))
     assert code in {f.code for f in out}
+
+
+def test_verify_output_refuses_columns_the_gate_did_not_check() -> None:
+    """A word the generator writes out that the checked tree holds as no column (a
+    keyword's argument, say) but the server reads as one, and a schema's operator."""
+    sql = 'SELECT "u"."family_name", passwd FROM "actor"."usr" AS "u"'
+    out = list(pgparse.verify_output(sql, {"actor.usr"}, frozenset(), {"family_name"}))
+    assert [(f.code, f.object) for f in out] == [("R-PARSER-DIFFERENTIAL", "passwd")]
+    assert not list(pgparse.verify_output(sql, {"actor.usr"}, frozenset(),
+                                          {"family_name", "passwd"}))
+    op = 'SELECT 1 FROM "actor"."usr" AS "u" WHERE "u"."id" OPERATOR(public.=) 1'
+    assert {f.code for f in pgparse.verify_output(op, {"actor.usr"}, frozenset())} == \
+        {"R-FUNCTION"}
 
 
 def test_verify_output_accepts_the_scope_functions() -> None:

@@ -172,6 +172,96 @@ def test_court_order_reaches_only_the_fields_it_names(lib: Library) -> None:
     assert f"not among the fields request {rid} covers" in res.stderr
 
 
+#: an alias column list that calls actor.usr's 35th column (dob) family_name: columns are
+#: renamed by position (threat model row 19); family_name itself, the 17th, becomes c16,
+#: and id keeps its name so the scope predicate still finds it
+RELABEL_DOB = ("SELECT u.family_name FROM actor.usr AS u(id, "  # noqa: S608 - the attack
+               + ", ".join(f"c{i}" for i in range(1, 34)) + ", family_name) ORDER BY 1")
+
+
+def test_court_order_alias_column_list_cannot_relabel_dob(lib: Library) -> None:
+    """Issue 12 item 4: through the gate, a court order naming only family_name, the date
+    of birth relabelled family_name by an alias column list."""
+    rid = lib.request("--columns", "family_name")
+    dobs = {str(r[0]) for r in owner_rows(lib.db, "SELECT dob FROM actor.usr WHERE id = "
+                                         "ANY(%s)", (list(PATRONS),))}
+    res = lib.query(RELABEL_DOB, "--profile", "disclosure", "--request", str(rid),
+                    "--format", "json")
+    assert res.returncode == 1, res.stdout
+    assert res.stdout == "" and not any(d in res.stderr for d in dobs)
+    assert "R-WITHHELD-COLUMN actor.usr.dob" in res.stderr
+    assert "u.family_name is column dob of actor.usr" in res.stderr
+    assert lib.audit()[-1]["action"] == "query.refused"
+    # the same name, meaning what it says, is what the order covers
+    ok = lib.query("SELECT u.surname FROM actor.usr AS u(c0, c1, c2, c3, c4, c5, c6, c7, c8, "
+                   "c9, c10, c11, c12, c13, c14, c15, surname) ORDER BY 1", "--profile",
+                   "disclosure", "--request", str(rid), "--format", "json")
+    assert ok.returncode == 0, ok.stderr
+    want = owner_rows(lib.db, "SELECT family_name FROM actor.usr WHERE id = ANY(%s) "
+                      "ORDER BY 1", (list(PATRONS),))
+    assert [tuple(r) for r in json.loads(ok.stdout)["rows"]] == want
+
+
+def test_rewrite_applies_the_request_checks_of_query(lib: Library) -> None:
+    """``rewrite --request`` checks the request in the database as ``query`` does (one
+    code path): the court order's fields, the approval, the login it was approved for."""
+    rid = lib.request("--columns", "family_name")
+
+    def rewrite(text: str, request: int, user: str | None = None
+                ) -> subprocess.CompletedProcess:
+        return lib.cli("rewrite", "--profile", "disclosure", "--request", str(request), text,
+                       user=user or lib.reader)
+
+    for text in ("SELECT dob FROM actor.usr", RELABEL_DOB):
+        res = rewrite(text, rid)
+        assert res.returncode == 1, res.stdout
+        assert "R-WITHHELD-COLUMN actor.usr.dob" in res.stdout
+        assert f"not among the fields request {rid} covers" in res.stdout
+        assert lib.query(text, "--profile", "disclosure", "--request",
+                         str(rid)).returncode == 1
+    ok = rewrite("SELECT family_name FROM actor.usr", rid)
+    assert ok.returncode == 0, ok.stderr
+    assert f'"ils_redact"."request_patron_ids"({rid})' in ok.stdout
+    # a request that does not serve this login is refused by both, for the same reason
+    draft = lib.request(approve=False)
+    other = f"{lib.db.prefix}other"
+    create_role(lib.db.server, other, member_of=(lib.db.role("disclosure"),))
+    for request, user, why in ((draft, None, "not approved"),
+                               (rid, other, f"approved for {lib.reader}")):
+        res = rewrite("SELECT family_name FROM actor.usr", request, user)
+        assert res.returncode == 1 and why in res.stderr, (res.stdout, res.stderr)
+        q = lib.query("SELECT family_name FROM actor.usr", "--profile", "disclosure",
+                      "--request", str(request), user=user)
+        assert q.returncode == 1 and why in q.stderr
+
+
+def test_function_sources_run_and_rows_from_refuses_cleanly(lib: Library) -> None:
+    """Issue 12: ``unnest(...) WITH ORDINALITY`` was regenerated into SQL the server
+    refused (an ``offset`` column), and ``ROWS FROM (query_to_xml(...))`` crashed the
+    gate with a traceback.  As the restricted login, through ``query``."""
+    rid = lib.request()
+    res = lib.query("SELECT * FROM unnest(ARRAY['a', 'b']) WITH ORDINALITY", "--profile",
+                    "disclosure", "--request", str(rid), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["columns"] == ["unnest", "ordinality"]
+    assert sorted(map(tuple, doc["rows"])) == [("a", 1), ("b", 2)]
+    res = lib.query("SELECT u.id, x.part, x.n FROM actor.usr u, LATERAL unnest("
+                    "string_to_array(u.family_name, ' ')) WITH ORDINALITY AS x(part, n) "
+                    "ORDER BY u.id, x.n", "--profile", "disclosure", "--request", str(rid),
+                    "--format", "json")
+    assert res.returncode == 0, res.stderr
+    want = owner_rows(lib.db, "SELECT u.id, x.part, x.n FROM actor.usr u, LATERAL unnest("
+                      "string_to_array(u.family_name, ' ')) WITH ORDINALITY AS x(part, n) "
+                      "WHERE u.id = ANY(%s) ORDER BY u.id, x.n", (list(PATRONS),))
+    assert [tuple(r) for r in json.loads(res.stdout)["rows"]] == want and want
+    res = lib.query("SELECT * FROM ROWS FROM (query_to_xml('SELECT passwd FROM actor.usr', "
+                    "true, true, ''))", "--profile", "disclosure", "--request", str(rid))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr and res.stdout == ""
+    assert "R-FUNCTION query_to_xml" in res.stderr
+
+
 def test_database_error_is_not_echoed(lib: Library) -> None:
     rid = lib.request()
     name = owner_rows(lib.db, "SELECT family_name FROM actor.usr WHERE id = %s",

@@ -13,8 +13,9 @@ import re
 
 import psycopg
 import pytest
-from gatecase import ALL, gate_for, stats_catalog
 from psycopg import sql
+
+from support.gate import ALL, case_gate, gate_for, stats_catalog
 
 ALLOWED = [(n, c) for n, c in ALL if c["expect"] == "allow"]
 
@@ -25,8 +26,7 @@ def gate_db(server, run_prefix):  # type: ignore[no-untyped-def]
     catalog = stats_catalog()
     needed: set[str] = set()
     for _, case in ALLOWED:
-        result = gate_for(case["profile"], case.get("request"),
-                          tuple(case.get("search_path") or ("public",))).check(case["sql"])
+        result = case_gate(case).check(case["sql"])
         needed |= result.relations
     name = f"{run_prefix}gate"
     with psycopg.connect(server.dsn, autocommit=True) as conn:
@@ -57,8 +57,7 @@ def gate_db(server, run_prefix):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("case", [c for _, c in ALLOWED], ids=[n for n, _ in ALLOWED])
 def test_allowed_rewrite_runs_on_postgres(gate_db: str, case: dict) -> None:  # type: ignore[type-arg]
-    result = gate_for(case["profile"], case.get("request"),
-                      tuple(case.get("search_path") or ("public",))).check(case["sql"])
+    result = case_gate(case).check(case["sql"])
     assert result.ok
     with psycopg.connect(gate_db) as conn:
         conn.execute("SET search_path = pg_catalog")  # the output needs no search path

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 
 import pymysql
 import pytest
-from kohasupport import PASSWORD, KohaDb, MariaServer, run_cli, write_koha_rules
-from workflow import Staff
 
 from ils_redact.backends.mariadb.sqltext import ident
 from ils_redact.disclosure import audit
 from ils_redact.disclosure import export as ex
 from ils_redact.disclosure import requests as rq
 from ils_redact.errors import Refused
+from support.koha import PASSWORD, KohaDb, MariaServer, run_cli, write_koha_rules
+from support.koha_workflow import Staff
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,20 @@ def test_self_approval_is_refused_and_logged(world) -> None:
                       "= created_by WHERE id = %s", (rid,))
 
 
+def test_the_account_a_request_discloses_to_cannot_approve_it(world) -> None:
+    """The attack: alice records a request for bob, bob (an admin too) approves his own
+    access; the database refuses it and logs the refusal."""
+    db, staff = world
+    rid = staff.request(staff.alice, [13], grantee=staff.bob)
+    with db.connect(staff.bob, autocommit=False) as c:
+        with pytest.raises(Refused, match="discloses to cannot approve it"):
+            rq.approve(c, rid)
+        c.commit()
+    assert _actions(db, rid) == ["request.created", "request.approve.refused"]
+    assert db.scalar(f"SELECT status FROM {ident(db.layer)}.request WHERE id = %s",
+                     (rid,)) == "draft"
+
+
 def test_export_matches_its_manifest_and_the_audit_entry(world) -> None:
     db, staff = world
     rid = staff.request(staff.alice, [21, 22, 23], approve_as=staff.bob)
@@ -64,7 +78,8 @@ def test_export_matches_its_manifest_and_the_audit_entry(world) -> None:
         m = out.manifest
         assert hashlib.sha256(out.document).hexdigest() == m["sha256"]
         assert m["bytes"] == len(out.document) and m["rows"] == 3 and m["patrons"] == 3
-        assert m["request"] == rid and m["format"] == fmt and m["exported_by"] == staff.alice
+        assert m["request"] == rid and m["format"] == fmt
+        assert m["exported_by"] == f"{staff.alice}@%"  # the account, not a name
         entry = db.rows(f"SELECT action, detail FROM {ident(db.layer)}.audit_log WHERE seq = %s",
                         (m["audit_seq"],))[0]
         assert entry[0] == "export" and json.loads(entry[1])["sha256"] == m["sha256"]
@@ -101,8 +116,8 @@ def test_export_refusals_are_logged_not_raised(world, case: str) -> None:
     db, staff = world
     approve = None if case == "draft" else staff.bob
     if case == "not-grantee":
-        # alice creates it for bob, bob approves: alice may not export it
-        rid = staff.request(staff.alice, [41], grantee=staff.bob, approve_as=staff.bob)
+        # alice creates it for bob, carol approves: alice may not export it
+        rid = staff.request(staff.alice, [41], grantee=staff.bob, approve_as=staff.carol)
     else:
         rid = staff.request(staff.alice, [41], approve_as=approve)
     if case in ("revoked", "closed"):
@@ -199,7 +214,7 @@ def test_concurrent_appends_keep_one_chain(world) -> None:
         try:
             with db.connect(who, autocommit=False) as c:
                 for i in range(15):
-                    c.execute(f"CALL {ident(db.layer)}.log_refusal('test', NULL, %s)",
+                    c.execute(f"CALL {ident(db.layer)}.log_refusal('query', NULL, %s)",
                               (f"{who} {i}",)).fetchall()
                     c.commit()
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -228,7 +243,8 @@ def test_audit_tampering_by_root_is_detected(mariadb: MariaServer) -> None:
         layer = ident(db.layer)
         with db.connect(staff.bob) as c:
             good = audit.verify(c)
-        assert good.ok and good.entries == 6
+        # each request: its patron lookup, created, approved
+        assert good.ok and good.entries == 9
         head = f"{good.head_seq}:{good.head_hash}"
         with db.connect() as c:
             for trg in ("audit_log_no_update", "audit_log_no_delete"):
@@ -257,7 +273,7 @@ def test_audit_tampering_by_root_is_detected(mariadb: MariaServer) -> None:
             c.execute(f"UPDATE {layer}.audit_log SET seq = 2 WHERE seq = 103")
             check("", 2)
             restore()
-            c.execute(f"DELETE FROM {layer}.audit_log WHERE seq = 6")
+            c.execute(f"DELETE FROM {layer}.audit_log WHERE seq = 9")  # the last entry
             with db.connect(staff.bob) as b:
                 assert audit.verify(b).ok  # a shorter chain is a valid chain ...
                 cut = audit.verify(b, expect_head=head)

@@ -4,20 +4,23 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from kohasupport import PRESET, KohaDb
 
 from ils_redact.adapters import get_adapter
 from ils_redact.adapters.koha import fixture
 from ils_redact.rules import check_against_catalog, load_rules
+from support.koha import PRESET, KohaDb
 
 ROOT = Path(__file__).resolve().parents[2]
-FACTS = Path("/work/shared/schemas")
+#: the schema facts the preset was built from, as kept in this repository
+FACTS = ROOT / "tests" / "data"
+KOHA_CATALOG = ROOT / "plugin/ils_redact/adapters/koha/catalog.json.gz"
 
 #: confidential by name in the issue, including the tables linked to the patron by name
 #: only (statistics.borrowernumber, search_history.userid, action_logs.object)
@@ -70,8 +73,11 @@ def test_confidential_tables_include_the_name_only_links(rules) -> None:
 def test_the_generator_reproduces_the_preset(tmp_path) -> None:
     copy = tmp_path / "preset.yaml"
     copy.write_text(PRESET.read_text(encoding="utf-8"), encoding="utf-8")
+    catalog = tmp_path / "koha_catalog.json"
+    with gzip.open(KOHA_CATALOG, "rb") as fh:
+        catalog.write_bytes(fh.read())
     subprocess.run([sys.executable, str(ROOT / "tools/build_koha_preset.py"),
-                    str(FACTS / "classification.json"), str(FACTS / "koha_catalog.json"),
+                    str(FACTS / "classification.json"), str(catalog),
                     str(copy)], check=True, capture_output=True)
     assert copy.read_text(encoding="utf-8") == PRESET.read_text(encoding="utf-8")
 

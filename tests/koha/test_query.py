@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kohasupport import PASSWORD, KohaDb, MariaServer, popen_cli, run_cli, write_koha_rules
-from workflow import Staff
 
 from ils_redact.adapters import get_adapter
 from ils_redact.backends.mariadb.sqltext import account, ident
 from ils_redact.disclosure import audit
 from ils_redact.gate.execute import QueryFailed, QueryRefused
 from ils_redact.gate.execute_mariadb import catalog_for, run_query
+from support.koha import PASSWORD, KohaDb, MariaServer, popen_cli, run_cli, write_koha_rules
+from support.koha_workflow import Staff
 
 PATRONS = [13, 26, 39]
 #: 10^12 combinations (a recursive CTE alone stops at max_recursive_iterations, 1,000)
@@ -90,7 +90,7 @@ def test_allowed_query_returns_scoped_patrons_and_is_logged(world: World) -> Non
     entries = world.entries(world.rid)
     query_e, finished = entries[-2], entries[-1]
     assert (query_e["action"], finished["action"]) == ("query", "query.finished")
-    assert query_e["actor"] == finished["actor"] == world.staff.dora
+    assert query_e["actor"] == finished["actor"] == f"{world.staff.dora}@%"
     assert query_e["detail"]["sql_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     sql = query_e["detail"]["sql"]
     assert f"`{world.db.layer}`.`scope_patrons` WHERE `request_id` = {world.rid}" in sql
@@ -122,7 +122,7 @@ def test_refused_query_names_the_finding_and_is_logged(world: World) -> None:
     assert f"R-CONFIDENTIAL-RELATION {world.db.name}.issues 2:" in res.stderr
     new = world.entries()[before:]
     assert [e["action"] for e in new] == ["query.refused"]
-    assert new[0]["request_id"] == world.rid and new[0]["actor"] == world.staff.dora
+    assert new[0]["request_id"] == world.rid and new[0]["actor"] == f"{world.staff.dora}@%"
     assert "R-CONFIDENTIAL-RELATION" in new[0]["detail"]["reason"]
 
 
@@ -146,19 +146,46 @@ def test_unapproved_or_foreign_request_is_refused(world: World) -> None:
     assert res.returncode == 2 and "--request" in res.stderr
 
 
-def test_court_order_reaches_only_the_fields_it_names(world: World) -> None:
+def test_court_order_for_some_fields_is_not_queried(world: World) -> None:
+    """Queries read the views, which serve whole rows: a court order naming some fields is
+    refused (and logged); its fields go to the officer through the logged export."""
     staff = world.staff
     rid = staff.request(staff.alice, PATRONS, grantee=staff.dora, basis="court-order",
                         columns=["borrowers.surname"], approve_as=staff.bob)
-    ok = world.query("SELECT surname FROM borrowers ORDER BY surname", "--profile",
-                     "disclosure", "--request", str(rid), "--format", "json")
+    res = world.query("SELECT surname FROM borrowers ORDER BY surname", "--profile",
+                      "disclosure", "--request", str(rid), "--format", "json")
+    assert res.returncode == 1 and res.stdout == ""
+    assert "names only some identity fields" in res.stderr, res.stderr
+    assert world.entries(rid)[-1]["action"] == "query.refused"
+
+
+def test_rewrite_applies_the_request_checks_of_query(world: World) -> None:
+    """``rewrite --request`` as the disclosure login checks the request as ``query`` does
+    (one code path): a court order naming only surname is refused by both (the layer's
+    views serve whole rows, so such a request is disclosed by the logged export only),
+    a request covering every identity field is rewritten, and a request approved for
+    another login is refused."""
+    staff = world.staff
+    narrow = staff.request(staff.alice, PATRONS, grantee=staff.dora, basis="court-order",
+                           columns=["borrowers.surname"], approve_as=staff.bob)
+    whole = staff.request(staff.alice, PATRONS, grantee=staff.dora, approve_as=staff.bob)
+
+    def rewrite(rid: int, text: str, user: str | None = None) -> subprocess.CompletedProcess:
+        return run_cli("--dsn", world.db.dsn_as(user or staff.dora, PASSWORD), "--rules",
+                       str(world.rules), "rewrite", "--profile", "disclosure", "--request",
+                       str(rid), text)
+
+    for text in ("SELECT surname FROM borrowers", "SELECT dateofbirth FROM borrowers"):
+        res = rewrite(narrow, text)
+        assert res.returncode != 0 and res.stdout == "", res.stdout
+        assert "disclosed by the logged export only" in res.stderr, res.stderr
+        q = world.query(text, "--profile", "disclosure", "--request", str(narrow))
+        assert q.returncode != 0 and "disclosed by the logged export only" in q.stderr
+    ok = rewrite(whole, "SELECT surname FROM borrowers")
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["columns"] == ["surname"]
-    res = world.query("SELECT surname FROM borrowers WHERE email LIKE '%example%'",
-                      "--profile", "disclosure", "--request", str(rid))
-    assert res.returncode == 1
-    assert f"R-WITHHELD-COLUMN {world.db.name}.borrowers.email" in res.stderr
-    assert f"not among the fields request {rid} covers" in res.stderr
+    assert f"`request_id` = {whole}" in ok.stdout
+    res = rewrite(whole, "SELECT surname FROM borrowers", user=staff.erin)
+    assert res.returncode == 1 and f"approved for {staff.dora}" in res.stderr, res.stderr
 
 
 def test_database_error_is_not_echoed(world: World) -> None:

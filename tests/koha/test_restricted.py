@@ -15,11 +15,11 @@ from collections.abc import Iterator
 
 import pymysql
 import pytest
-from kohasupport import KohaDb, MariaServer
-from workflow import Staff, identity_select, warnings_of
 
 from ils_redact.backends.mariadb.sqltext import account, ident
 from ils_redact.disclosure import requests as rq
+from support.koha import KohaDb, MariaServer
+from support.koha_workflow import Staff, identity_select, warnings_of
 
 SCOPED = [101, 202, 303]
 OTHER = [404, 505]  # in a request for erin that is never approved
@@ -220,7 +220,7 @@ def test_the_oracle_sees_what_a_merge_view_would_leak(world) -> None:
         c.execute(f"CREATE ALGORITHM=MERGE DEFINER={account(db.owner, 'localhost')} SQL "
                   f"SECURITY DEFINER VIEW {layer}.merge_probe AS SELECT {cols} FROM "
                   f"{ident(db.name)}.borrowers t WHERE t.borrowernumber IN (SELECT "
-                  f"sc.patron_id FROM {layer}.scope sc WHERE sc.grantee = "
+                  f"sc.patron_id FROM {layer}.scope sc WHERE sc.grantee_user = "
                   "SUBSTRING_INDEX(USER(), '@', 1) AND sc.expires_at > UTC_TIMESTAMP(6))")
         c.execute(f"GRANT SELECT ON {layer}.merge_probe TO {ident(db.role('disclosure'))}")
     try:

@@ -30,17 +30,20 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 
 import pymysql
 import pytest
-from kohasupport import KohaDb, MariaServer, run_cli, snapshot, write_koha_rules
 
 from ils_redact.adapters.koha import fixture
-from ils_redact.backends.mariadb import stats_run
+from ils_redact.backends.mariadb import stats_publish, stats_run
+from ils_redact.backends.mariadb.introspect import read_catalog as m_read_catalog
 from ils_redact.backends.mariadb.sqltext import ident
 from ils_redact.errors import IlsRedactError, Refused
+from ils_redact.rules import load_rules
+from ils_redact.stats.publish import month_range
+from support.koha import KohaDb, MariaServer, run_cli, snapshot, write_koha_rules
+from support.stats_oracle import Key, age_band, determined, equations, released
 
 K = 11
 TINY = "Tiny Township"
@@ -94,19 +97,6 @@ RAW: dict[str, list[tuple[str, str]]] = {
 REPORTS = sorted(RAW)
 
 
-def _age_band(at: dt.date, dob: dt.date | None) -> str:
-    if dob is None:
-        return "unknown"
-    years = at.year - dob.year - ((at.month, at.day) < (dob.month, dob.day))
-    band = max(0, min(90, years // 10 * 10))
-    return "90+" if band == 90 else f"{band}-{band + 9}"
-
-
-# -- the truth, by brute force ------------------------------------------------------------
-
-Key = tuple[str, str | None, str | None]  # (kind, row, column)
-
-
 def _month(value: object) -> dt.date | None:
     if value is None:
         return None
@@ -130,7 +120,7 @@ def truth(db: KohaDb, report: str, lo: dt.date | None = None, hi: dt.date | None
                         lo and month < lo):
                     continue
                 if report == "circ_by_age_band":
-                    r, c = _age_band(r, c), None
+                    r, c = age_band(r, c), None
                 cell = pages[(month, measure)].setdefault((r, c), [0, set()])
                 cell[0] += 1
                 if patron is not None:
@@ -156,73 +146,18 @@ def truth(db: KohaDb, report: str, lo: dt.date | None = None, hi: dt.date | None
     return out
 
 
-def released(entries) -> dict[tuple, dict[Key, object]]:
-    pages: dict[tuple, dict[Key, object]] = defaultdict(dict)
-    for e in entries:
-        key = (e.kind, e.row_value, e.col_value)
-        assert key not in pages[(e.period, e.measure)], f"duplicate entry {key}"
-        assert (e.value is None) == e.suppressed
-        pages[(e.period, e.measure)][key] = e.value
-    return pages
+FIRST = dt.date(2014, 1, 1)  # before the fixture's first month of records
 
 
-# -- the linear system ---------------------------------------------------------------------
-
-def equations(keys: set[Key]) -> list[dict[Key, int]]:
-    """Rows add up to their totals, columns to theirs (absent entries are zero)."""
-    rows = {r for k, r, _ in keys if k == "cell"}
-    cols = {c for k, _, c in keys if k == "cell"}
-    eqs: list[dict[Key, int]] = []
-    if any(k == "row_total" for k, _, _ in keys):
-        for r in rows:
-            eqs.append({("cell", r, c): 1 for c in cols} | {("row_total", r, None): -1})
-        for c in cols:
-            eqs.append({("cell", r, c): 1 for r in rows} | {("col_total", None, c): -1})
-        eqs.append({("row_total", r, None): 1 for r in rows} | {("total", None, None): -1})
-        eqs.append({("col_total", None, c): 1 for c in cols} | {("total", None, None): -1})
-    elif ("total", None, None) in keys:
-        eqs.append({k: 1 for k in keys if k[0] == "cell"} | {("total", None, None): -1})
-    return eqs
-
-
-def determined(page: dict[Key, object]) -> list[Key]:
-    """The suppressed entries the released ones pin down: e_j in the row space of the
-    system restricted to the unknowns (exact arithmetic)."""
-    unknowns = sorted((k for k, v in page.items() if v is None), key=repr)
-    if not unknowns:
-        return []
-    col = {u: i for i, u in enumerate(unknowns)}
-    matrix = []
-    for eq in equations(set(page)):
-        row = [Fraction(0)] * len(unknowns)
-        for key, coef in eq.items():
-            if key in col:
-                row[col[key]] += coef
-        if any(row):
-            matrix.append(row)
-    pivots: list[tuple[int, list[Fraction]]] = []
-    for row in matrix:
-        for p, prow in pivots:
-            if row[p]:
-                f = row[p]
-                row = [a - f * b for a, b in zip(row, prow, strict=True)]
-        lead = next((i for i, a in enumerate(row) if a), None)
-        if lead is None:
-            continue
-        row = [a / row[lead] for a in row]
-        pivots = [(p, [a - prow[lead] * b for a, b in zip(prow, row, strict=True)])
-                  for p, prow in pivots]
-        pivots.append((lead, row))
-    out = []
-    for u, j in col.items():
-        v = [Fraction(int(i == j)) for i in range(len(unknowns))]
-        for p, prow in pivots:
-            if v[p]:
-                f = v[p]
-                v = [a - f * b for a, b in zip(v, prow, strict=True)]
-        if not any(v):
-            out.append(u)
-    return out
+def publish(db: KohaDb, report: str, lo=None, hi=None, rules=None) -> list:
+    """Publish the months [lo, hi) of a report as root (idempotent)."""
+    this_month = dt.datetime.now(dt.timezone.utc).date().replace(day=1)
+    lo, hi = lo or FIRST, min(hi or this_month, this_month)
+    months = month_range(lo, hi - dt.timedelta(days=1))
+    with db.connect(autocommit=False) as conn:
+        conn.execute(f"USE {ident(db.name)}")
+        return stats_publish.publish(conn, rules or db.rules, m_read_catalog(conn), report,
+                                     months)
 
 
 def run(db: KohaDb, login: str, report: str, lo=None, hi=None):
@@ -230,7 +165,9 @@ def run(db: KohaDb, login: str, report: str, lo=None, hi=None):
         return stats_run.run_report(conn, report, lo, hi)
 
 
-def check_report(db: KohaDb, login: str, report: str, lo=None, hi=None, k: int = K) -> dict:
+def check_report(db: KohaDb, login: str, report: str, lo=None, hi=None, k: int = K,
+                 rules=None) -> dict:
+    publish(db, report, lo, hi, rules)
     got = released(run(db, login, report, lo, hi).entries)
     want = truth(db, report, lo, hi)
     assert set(got) == set(want), f"{report}: pages differ"
@@ -278,6 +215,8 @@ def world(mariadb: MariaServer) -> Iterator[tuple[KohaDb, str]]:
     add_test_data(db)
     db.install()
     analyst = db.login("analyst", "stats")
+    for report in REPORTS:  # every month of every report, as an administrator would
+        publish(db, report)
     try:
         yield db, analyst
     finally:
@@ -303,7 +242,10 @@ def test_no_table_and_no_helper_is_open_to_the_stats_role(world) -> None:
     assert len(tables) == 293 and ("ils_redact_" + db.name, "stats_cell") in layer_tables
     routines = db.rows("SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES "
                        "WHERE ROUTINE_SCHEMA = %s", (db.layer,))
-    reports = {f"report_{r}" for r in REPORTS} | {"stats_reports"}
+    reports = {f"report_{r}" for r in REPORTS} | {"stats_reports", "stats_publications"}
+    # the publication tables (what was released, and when) are closed like the rest
+    assert {(db.layer, "stats_published"), (db.layer, "stats_publication")} <= set(
+        layer_tables)
     assert reports <= {n for _, n in routines}
     with db.connect(login) as c:
         readable = []
@@ -493,7 +435,9 @@ def test_an_interrupted_run_leaves_nothing_readable(world) -> None:
             assert _error(c, f"SELECT COUNT(*) FROM {layer}.stats_page") == 1142
         c.execute("SET SESSION max_statement_time = 0")
         got = released(stats_run.run_report(c, "circ_by_branch_itemtype").entries)
-    assert stopped, "no run was stopped"
+    # the reports read published rows only now and rarely run long enough to be
+    # stopped; stopped or not, nothing they touched is readable
+    del stopped
     assert got == check_report(db, login, "circ_by_branch_itemtype")
     assert db.scalar(f"SELECT COUNT(*) FROM {layer}.stats_cell") == 0
 
@@ -637,7 +581,7 @@ def test_custom_report_is_installed_suppressed_and_dropped(koha: KohaDb,
                COALESCE(CAST(o.renewals_count AS CHAR), '(none)'), o.borrowernumber
         FROM old_issues o""")]
     try:
-        got = check_report(koha, login, "renewals_by_branch", k=30)
+        got = check_report(koha, login, "renewals_by_branch", k=30, rules=load_rules(rules))
     finally:
         del RAW["renewals_by_branch"]
     cells = [v for page in got.values() for v in page.values()]
@@ -673,7 +617,8 @@ def test_cli_list_and_run(world, tmp_path: Path) -> None:
     assert {r["name"] for r in listed} == set(REPORTS)
     assert all(r["k"] == K and r["time_zone"] == "UTC" for r in listed)
     res = run_cli("--dsn", dsn, "stats", "run", "circ_by_branch_itemtype", "--from",
-                  "2024-02", "--to", "2024-04-01")
+                  "2024-02", "--to", "2024-03")  # inclusive months
+    assert "covers 2 published months: 2024-02..2024-03" in res.stderr
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == "period,measure,kind,row_value,col_value,value,suppressed"
@@ -692,15 +637,19 @@ def test_cli_list_and_run(world, tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     assert doc["report"]["name"] == "circ_by_age_band" and doc["entries"]
     assert not any(re.match(r"\d{4}-\d\d-\d\d", e["row_value"] or "") for e in doc["entries"])
-    # refusals: misaligned period (exit 2 before the database), unknown report, the
-    # database's own refusal (exit 1), and a login outside the stats role
+    # refusals: misaligned period (exit 2 before the database), unknown report, an
+    # empty range, and a login outside the stats role
     res = run_cli("--dsn", dsn, "stats", "run", "circ_by_category", "--from", "2023-01-15")
     assert res.returncode == 2 and "first day of a month" in res.stderr
     res = run_cli("--dsn", dsn, "stats", "run", "circ_by_categry")
     assert res.returncode == 2 and "did you mean circ_by_category" in res.stderr
+    # months are inclusive: --from 2023-05 --to 2023-05 is May (issue 14)
     res = run_cli("--dsn", dsn, "stats", "run", "circ_by_category", "--from", "2023-05",
                   "--to", "2023-05")
-    assert res.returncode == 1 and "is not before the end" in res.stderr
+    assert res.returncode == 0 and "covers 1 published month: 2023-05" in res.stderr
+    res = run_cli("--dsn", dsn, "stats", "run", "circ_by_category", "--from", "2023-06",
+                  "--to", "2023-05")
+    assert res.returncode == 2 and "is after" in res.stderr
     outsider = db.login("outsider")
     res = run_cli("--dsn", db.dsn_as(outsider), "stats", "list")
     assert res.returncode == 2 and "stats role" in res.stderr
@@ -779,6 +728,7 @@ def test_uninstall_is_still_exact(koha: KohaDb) -> None:
     before = snapshot(koha)
     koha.install()
     login = koha.login("analyst", "stats")
+    publish(koha, "circ_by_category", dt.date(2024, 1, 1), dt.date(2024, 3, 1))
     assert run(koha, login, "circ_by_category").entries
     assert snapshot(koha) != before
     koha.uninstall()
@@ -787,3 +737,85 @@ def test_uninstall_is_still_exact(koha: KohaDb) -> None:
                        (koha.role("stats_owner"),)) == 0
     assert koha.scalar("SELECT COUNT(*) FROM mysql.procs_priv WHERE Db = %s",
                        (koha.layer,)) == 0
+
+
+# -- publication: protection intervals, no differencing over time --------------------------
+
+LEVEL = 6  # ceil(0.5 * k): the default protection level
+
+
+def _interval(page: dict[Key, object], target: Key) -> tuple[float, float]:
+    """The attacker's bounds on one suppressed entry (linprog: released entries, the
+    page's equations, counts >= 0)."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    unknown = sorted((k for k, v in page.items() if v is None), key=repr)
+    col = {u: j for j, u in enumerate(unknown)}
+    a_rows, b = [], []
+    for eq in equations(set(page)):
+        row = np.zeros(len(unknown))
+        rhs = 0.0
+        for key, coef in eq.items():
+            if key in col:
+                row[col[key]] += coef
+            elif key in page:
+                rhs -= coef * page[key]
+        a_rows.append(row)
+        b.append(rhs)
+    out = []
+    for sign in (1, -1):
+        c = np.zeros(len(unknown))
+        c[col[target]] = sign
+        res = linprog(c, A_eq=np.array(a_rows) if a_rows else None,
+                      b_eq=np.array(b) if b else None,
+                      bounds=[(0, None)] * len(unknown), method="highs")
+        out.append(sign * res.fun if res.status == 0 else -sign * float("inf"))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("report", REPORTS)
+def test_every_small_cell_keeps_its_protection_interval(world, report) -> None:
+    db, login = world
+    got = released(run(db, login, report).entries)
+    want = truth(db, report)
+    checked = 0
+    for page, entries in got.items():
+        for key, value in entries.items():
+            count, patrons = want[page][key]
+            if value is None and len(patrons) < K:
+                lo, hi = _interval(entries, key)
+                assert hi >= count + LEVEL - 1e-6, (report, page, key, count, lo, hi)
+                assert lo <= max(0, count - LEVEL) + 1e-6, (report, page, key, count, lo, hi)
+                checked += 1
+    assert checked > 0
+
+
+def test_runs_after_records_change_return_the_published_page(world) -> None:
+    """Checkouts of a published month deleted afterwards (as when patrons are deleted):
+    every run over every sub-period returns the published values, and publishing again
+    keeps them."""
+    db, login = world
+    report = "circ_by_branch_itemtype"
+    months = month_range(dt.date(2023, 1, 1), dt.date(2023, 4, 1))
+
+    def every_run() -> dict:
+        seen: dict = {}
+        for a in range(len(months)):
+            for b in range(a + 1, len(months) + 1):
+                end = months[b] if b < len(months) else dt.date(2023, 5, 1)
+                for e in run(db, login, report, months[a], end).entries:
+                    key = (e.period, e.measure, e.kind, e.row_value, e.col_value)
+                    seen.setdefault(key, set()).add(e.value)
+        return seen
+
+    before = every_run()
+    assert before and all(len(v) == 1 for v in before.values())
+    with db.connect() as c:
+        gone = c.execute(f"DELETE FROM {ident(db.name)}.old_issues WHERE issuedate >= "
+                         "'2023-02-01' AND issuedate < '2023-03-01' ORDER BY issue_id "
+                         "LIMIT 30").rowcount
+    assert gone == 30
+    again = publish(db, report, dt.date(2023, 1, 1), dt.date(2023, 5, 1))
+    assert {r.status for r in again} == {"already published"}
+    assert every_run() == before

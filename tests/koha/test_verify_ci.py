@@ -11,11 +11,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from kohasupport import KohaDb, write_koha_rules
-from verifysupport import KOHA_CONF, execute, verify_cli
 
 from ils_redact.backends.mariadb.sqltext import account, ident
 from ils_redact.verify.mariadb.hazards import CLASSES
+from support.koha import KohaDb, write_koha_rules
+from support.koha_verify import KOHA_CONF, execute, verify_cli
 
 
 def pytest_in(where: Path, *args: str) -> subprocess.CompletedProcess:

@@ -13,11 +13,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import yaml
-from kohasupport import KohaDb, write_koha_rules
-from verifysupport import KOHA_CONF, execute
 
 from ils_redact.backends.mariadb.connection import parse_dsn
 from ils_redact.backends.mariadb.sqltext import account, ident
+from support.koha import KohaDb, write_koha_rules
+from support.koha_verify import KOHA_CONF, execute
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ci.md"
 MARIADB_CODES = ("C-GLOBAL", "C-DATABASE", "C-DEFINER", "H-ANONYMOUS", "H-DEFINER-UNLOCKED",

@@ -47,7 +47,7 @@ class Adapter:
 @lru_cache(maxsize=4)
 def _read_catalog(path: Path) -> Catalog:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as fh:
         return catalog_from_json(json.load(fh), source=str(path))
 
 

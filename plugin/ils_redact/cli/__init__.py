@@ -16,12 +16,77 @@ from importlib import import_module
 import click
 
 from ..errors import EXIT_USAGE, IlsRedactError, RulesErrors
-from .context import CliContext
+from .context import CURRENT, CliContext, read_only_failure
 
-COMMAND_MODULES = ("core", "demo", "disclosure", "gate", "query", "stats", "verify")
+COMMAND_MODULES = ("core", "demo", "disclosure", "gate", "query", "serve", "stats", "verify")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: the group's options a sysadmin also writes after the subcommand (``verify --format
+#: json``); those taking a value, then the flags
+GLOBAL_VALUED = frozenset({"--dsn", "--rules", "--format", "--commit-timeout"})
+GLOBAL_FLAGS = frozenset({"--debug"})
+
+
+def hoist_global_options(group: click.Group, ctx: click.Context, args: list[str]) -> list[str]:
+    """Move the group's options written after the subcommand in front of it.
+
+    Sysadmins type ``ils-redact verify --format json``; click only reads group options
+    before the subcommand.  An option the subcommand defines itself keeps its own meaning
+    (``export --format csv`` is the file's format), and a value of one of the
+    subcommand's options is never read as an option (``--reason --format``)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        name = args[i].split("=", 1)[0]
+        i += 2 if name in GLOBAL_VALUED and "=" not in args[i] else 1
+    cmd: click.Command = group
+    j = i
+    while isinstance(cmd, click.Group) and j < len(args):
+        sub = cmd.get_command(ctx, args[j])
+        if sub is None:
+            break
+        cmd, j = sub, j + 1
+    if cmd is group:
+        return args
+    own: dict[str, click.Parameter] = {}
+    for p in cmd.params:
+        for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]:
+            own[opt] = p
+    moved: list[str] = []
+    keep: list[str] = []
+    k = j
+    while k < len(args):
+        a = args[k]
+        if a == "--":
+            keep.extend(args[k:])
+            break
+        name = a.split("=", 1)[0]
+        if name in own:
+            p = own[name]
+            takes_value = (isinstance(p, click.Option) and not p.is_flag and not p.count
+                           and "=" not in a)
+            keep.extend(args[k:k + 2] if takes_value else [a])
+            k += 2 if takes_value else 1
+        elif name in GLOBAL_FLAGS:
+            moved.append(a)
+            k += 1
+        elif name in GLOBAL_VALUED and ("=" in a or k + 1 < len(args)):
+            moved.extend([a] if "=" in a else args[k:k + 2])
+            k += 1 if "=" in a else 2
+        else:
+            keep.append(a)
+            k += 1
+    return [*args[:i], *moved, *args[i:j], *keep]
+
+
+class Cli(click.Group):
+    """The top-level group: accepts its options after the subcommand as well."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(self, ctx, list(args)))
+
+
+@click.group(cls=Cli,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--dsn", envvar="ILS_REDACT_DSN", metavar="DSN",
               help="libpq conninfo or URI of the ILS database (env ILS_REDACT_DSN).")
 @click.option("--rules", "rules_path", type=click.Path(dir_okay=False), metavar="FILE",
@@ -30,14 +95,22 @@ COMMAND_MODULES = ("core", "demo", "disclosure", "gate", "query", "stats", "veri
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and SQL as it runs.")
+@click.option("--commit-timeout", type=click.FloatRange(min=0.1), default=30.0,
+              show_default=True, metavar="SECONDS",
+              help="How long to wait for the commit of an audit entry (an export, a request "
+                   "change): with synchronous replication and no standby it would wait for "
+                   "ever, holding the audit log's lock.")
 @click.version_option(package_name="ils-redact")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, rules_path: str | None, fmt: str,
-        debug: bool) -> None:
+        debug: bool, commit_timeout: float) -> None:
     """Make library-records confidentiality hold inside the ILS database.
 
-    Rules (redaction_rules.yaml) -> plan (reviewable SQL) -> install (one transaction).
+    Rules (redaction_rules.yaml) -> plan (reviewable SQL) -> install.
     """
+    from ..disclosure import db
+
+    db.COMMIT_TIMEOUT = commit_timeout
     ctx.obj = CliContext(dsn=dsn, rules_path=rules_path, fmt=fmt, debug=debug)
     _STATE["debug"] = debug
 
@@ -67,7 +140,15 @@ def main(argv: list[str] | None = None) -> None:
         else:
             click.echo(f"ils-redact: error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        refused = None if _STATE["debug"] else read_only_failure(exc)
+        if refused is None:
+            raise
+        click.echo(f"ils-redact: error: {refused}", err=True)
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:
-        click.echo("ils-redact: interrupted; nothing was committed", err=True)
+        engine = CURRENT.get("engine")
+        click.echo(f"ils-redact: {engine.interrupted if engine else 'interrupted'}",
+                   err=True)
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)

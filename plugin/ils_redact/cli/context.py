@@ -11,17 +11,18 @@ from typing import Any
 import click
 
 from ..adapters import Adapter, get_adapter
+from ..backends import LABELS, dsn_engine, get_backend
+from ..engine import Engine
 from ..errors import IlsRedactError
 from ..rules import Rules, load_rules
 
-ENGINE_NAMES = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+#: engine name -> how people call the server (kept for callers of this name)
+ENGINE_NAMES = LABELS
 
+__all__ = ["ENGINE_NAMES", "CliContext", "dsn_engine", "pass_ctx", "read_only_failure"]
 
-def dsn_engine(dsn: str) -> str:
-    """``mariadb`` for a mysql:// or mariadb:// URI, else ``postgresql`` (URI or libpq
-    key=value conninfo)."""
-    scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
-    return "mariadb" if scheme in ("mysql", "mariadb") else "postgresql"
+#: the engine of this invocation once known (``main`` says what an interruption left)
+CURRENT: dict[str, Engine] = {}
 
 
 @dataclass
@@ -40,26 +41,40 @@ class CliContext:
         return get_adapter(self.rules.adapter)
 
     @property
-    def backend(self) -> Any:
-        from ..backends import get_backend
+    def engine(self) -> Engine:
+        """The engine of the rules' ILS: everything engine-specific is asked of it."""
+        engine = get_backend(self.adapter.engine)
+        CURRENT["engine"] = engine
+        return engine
 
-        return get_backend(self.adapter.engine)
+    #: the name the commands used before the engine interface
+    backend = engine
 
     def require_dsn(self) -> str:
         if not self.dsn:
             raise IlsRedactError("no database given: pass --dsn or set ILS_REDACT_DSN")
         return self.dsn
 
-    def connect(self, **kwargs: Any) -> Any:
+    def connect(self, *, write: str | None = None, **kwargs: Any) -> Any:
+        """Open the connection.  ``write`` names a command that writes (``export``,
+        ``request approve``, ...): on a hot standby or a read-only replica it is refused in
+        one line (exit 2) before anything is printed or sent."""
         dsn = self.require_dsn()
-        engine = self.adapter.engine
-        if dsn_engine(dsn) != engine:
+        engine = self.engine
+        if dsn_engine(dsn) != engine.name:
             raise IlsRedactError(
-                f"the rules are for {self.adapter.name} on {ENGINE_NAMES[engine]}, but --dsn "
-                f"names a {ENGINE_NAMES[dsn_engine(dsn)]} server",
+                f"the rules are for {self.adapter.name} on {engine.label}, but --dsn "
+                f"names a {LABELS[dsn_engine(dsn)]} server",
                 hint="mysql://user@host:3306/koha for Koha, postgresql://... for Evergreen; "
                      "or pass the other adapter's rules with --rules")
-        return self.backend.connect(dsn, debug=self.debug, **kwargs)
+        conn = engine.connect(dsn, debug=self.debug, **kwargs)
+        if write:
+            try:
+                engine.require_primary(conn, write)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
 
     # -- output ----------------------------------------------------------------------
     def emit(self, data: Any, text: Callable[[Any], str] | str | None = None) -> None:
@@ -72,6 +87,19 @@ class CliContext:
             click.echo(text)
         else:
             click.echo(json.dumps(data, indent=2, default=str))
+
+
+def read_only_failure(exc: BaseException) -> str | None:
+    """One line for a write the server refused because it is read-only, when the check
+    at connection time could not see it coming (a server demoted while the command ran,
+    a read-only transaction): PostgreSQL's SQLSTATE 25006, MariaDB's error 1290."""
+    from ..backends import engines
+
+    for engine in engines():
+        refused = engine.write_refused(exc)
+        if refused is not None:
+            return refused
+    return None
 
 
 pass_ctx = click.make_pass_decorator(CliContext)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -16,8 +17,14 @@ from .context import CliContext, pass_ctx
 @click.option("--circulations", type=click.IntRange(0),
               help="Default: 10 per patron (100,000 for 10,000 patrons).")
 @click.option("--keep", is_flag=True, help="Keep the database (and the embedded server).")
+@click.option("--serve", is_flag=True,
+              help="Then serve the staff console on the demo database (until Ctrl-C) and "
+                   "print its URL and the demo logins' passwords.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="With --serve: the console's port on 127.0.0.1.")
 @pass_ctx
-def demo(ctx: CliContext, patrons: int, circulations: int | None, keep: bool) -> None:
+def demo(ctx: CliContext, patrons: int, circulations: int | None, keep: bool, serve: bool,
+         port: int) -> None:
     """Build an Evergreen-shaped database, install, answer a request, show the refusals.
 
     Uses an embedded PostgreSQL unless --dsn names a server (a superuser DSN; the demo
@@ -40,10 +47,17 @@ def demo(ctx: CliContext, patrons: int, circulations: int | None, keep: bool) ->
             err.write("\r" + " " * (width + 50) + "\r")
         err.flush()
 
+    say = click.echo if text else (lambda _m: None)
+    then = None
+    if serve:
+        from ..console.demo import serve_demo
+
+        then = functools.partial(serve_demo, database=demo_mod.DEMO_DB, host="127.0.0.1",
+                                 port=port, say=say)
+
     res = demo_mod.run(dsn=ctx.dsn, patrons=patrons,
                        circulations=circulations if circulations is not None else patrons * 10,
-                       keep=keep, say=click.echo if text else (lambda _m: None),
-                       progress=progress)
+                       keep=keep, say=say, progress=progress, then=then)
     if ctx.fmt == "json":
         ctx.emit(demo_mod.summary(res))
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,12 @@ import click
 from ..disclosure import audit as audit_mod
 from ..disclosure import export as export_mod
 from ..disclosure import forms
+from ..disclosure import reconcile as reconcile_mod
 from ..disclosure import requests as req_mod
-from ..errors import EXIT_VIOLATION, IlsRedactError, Refused
+from ..disclosure.db import commit_audited
+from ..errors import EXIT_VIOLATION, IlsRedactError
 from ..rules.model import STAFF_KINDS
+from ..text import escaped
 from . import cli
 from .context import CliContext, pass_ctx
 
@@ -39,16 +43,12 @@ def _date(value: str | None) -> dt.date | None:
         raise IlsRedactError(f"not a date: {value!r} (YYYY-MM-DD)") from None
 
 
-def _log_refusal(conn: Any, action: str, request_id: int | None, reason: str) -> None:
-    """Refusals made through the CLI are audit entries too (when the login may write one)."""
-    from ..disclosure.db import call
-
-    try:
-        conn.rollback()
-        call(conn, "log_refusal", [action, request_id, reason])
-        conn.commit()
-    except Exception:  # noqa: BLE001 - a login without the right to log: refuse anyway
-        conn.rollback()
+def printable(value: Any) -> str:
+    """Stored text as one safe line for a terminal: every character of
+    :data:`ils_redact.text.UNPRINTABLE` shown as its escape (``\\x1b``, ``\\n``,
+    ``\\u202e``).  Request fields, reasons, names and audit details are typed by other
+    people (or were written before the database refused such characters)."""
+    return escaped("" if value is None else str(value))
 
 
 @cli.group()
@@ -73,7 +73,8 @@ def request() -> None:
               "what the order names). Emergency default: all identity fields.")
 @click.option("--expires", help="When access ends (ISO 8601 with time zone).")
 @click.option("--hours", type=float, help="Access ends this many hours from now.")
-@click.option("--for", "grantee", help="The login that will export (default: you).")
+@click.option("--for", "grantee", help="The login that will export (default: you): a login in "
+              "the exporter or disclosure role.")
 @click.option("--yes", is_flag=True, help="Do not ask to confirm the patrons.")
 @pass_ctx
 def request_create(ctx: CliContext, basis: str, agency: str, officer_name: str,
@@ -96,41 +97,36 @@ def request_create(ctx: CliContext, basis: str, agency: str, officer_name: str,
         raise IlsRedactError("missing expiry: a court order says until when (--expires)")
     names = [c.strip() for c in (columns or "").split(",") if c.strip()]
     new.columns = req_mod.resolve_columns(rules, names, basis)
-    with ctx.connect() as conn:
+    with ctx.connect(write="request create") as conn:
         found, unknown = req_mod.resolve_patrons(conn, new.patrons, new.barcodes)
-        if unknown:
-            reason = f"unknown patrons: {', '.join(unknown)}"
-            _log_refusal(conn, "request.create", None, reason)
-            raise Refused(f"{reason}; nothing was created")
+        # the lookup's audit entry stands on its own, and no lock on the audit log is
+        # held while the clerk reads and confirms
+        commit_audited(conn, what="the patron lookup")
+        req_mod.require_known(conn, unknown)  # a refusal is logged
         if ctx.fmt == "text":
-            click.echo(f"{basis} request from {agency} ({officer_name}, badge {officer_badge}), "
-                       f"case {case_number}; access until {expires_at.isoformat()}")
+            click.echo(printable(f"{basis} request from {agency} ({officer_name}, badge "
+                                 f"{officer_badge}), case {case_number}; access until "
+                                 f"{expires_at.isoformat()}"))
             click.echo("patrons named:")
             for f in found:
                 shown = ", ".join(f"{k}={v}" for k, v in f.display.items() if v is not None)
-                click.echo(f"  {f.named_as:>16}  ->  patron {f.patron_id}: {shown}")
+                click.echo(printable(f"  {f.named_as:>16}  ->  patron {f.patron_id}: {shown}"))
             click.echo(f"fields covered: {', '.join(new.columns)}")
         if not yes:
             if not sys.stdin.isatty():
                 raise IlsRedactError("confirm the patrons: run interactively or pass --yes")
             click.confirm("Are these the people the request names?", abort=True)
-        try:
-            request_id = req_mod.create(conn, new, found)
-        except Refused as exc:
-            _log_refusal(conn, "request.create", None, str(exc))
-            raise
-        conn.commit()
+        request_id = req_mod.create(conn, new, found)  # a refusal is logged
+        commit_audited(conn, what=f"request {request_id}")
     ctx.emit({"request": request_id, "status": "draft", "patrons": [f.patron_id for f in found]},
              f"request {request_id} recorded as a draft; a different login must approve it: "
              f"ils-redact request approve {request_id}")
 
 
 def _simple(ctx: CliContext, action: str, request_id: int, fn: Any, done: str) -> None:
-    with ctx.connect() as conn:
-        try:
-            fn(conn)
-        finally:
-            conn.commit()  # a refusal's audit entry is kept
+    with ctx.connect(write=f"request {action}") as conn:
+        fn(conn)  # a refusal's audit entry is committed by the service
+        commit_audited(conn, what=f"the {action} of request {request_id}")
     ctx.emit({"request": request_id, "status": done}, f"request {request_id} {done}")
 
 
@@ -168,9 +164,10 @@ def _list_text(rows: list[dict[str, Any]]) -> str:
     out = [f"{'id':>4}  {'status':9} {'basis':12} {'patrons':>7}  {'expires':25} "
            f"{'created by':14} agency / case"]
     for r in rows:
-        out.append(f"{r['id']:>4}  {r['status']:9} {r['basis']:12} {r['patrons']:>7}  "
-                   f"{str(r['expires_at'])[:25]:25} {r['created_by']:14} "
-                   f"{r['agency']} / {r['case_number']}")
+        out.append(f"{r['id']:>4}  {printable(r['status']):9} {printable(r['basis']):12} "
+                   f"{r['patrons']:>7}  {str(r['expires_at'])[:25]:25} "
+                   f"{printable(r['created_by']):14} "
+                   f"{printable(r['agency'])} / {printable(r['case_number'])}")
     return "\n".join(out)
 
 
@@ -179,10 +176,10 @@ def _list_text(rows: list[dict[str, Any]]) -> str:
                                              "closed"]))
 @pass_ctx
 def request_list(ctx: CliContext, status: str | None) -> None:
-    """List requests."""
+    """List requests (reads only: an expired request shows as expired)."""
     with ctx.connect() as conn:
         rows = req_mod.list_requests(conn, status)
-        conn.commit()
+        conn.rollback()
     ctx.emit(rows, _list_text)
 
 
@@ -194,15 +191,16 @@ def request_show(ctx: CliContext, request_id: int) -> None:
     with ctx.connect() as conn:
         r = req_mod.show(conn, request_id)
         r["audit"] = [e.to_json() for e in audit_mod.entries(conn, request_id=request_id)]
-        conn.commit()
+        conn.rollback()
 
     def text(d: dict[str, Any]) -> str:
-        lines = [f"{k:18} {v}" for k, v in d.items() if k not in ("patrons", "audit")
-                 and v is not None]
+        lines = [f"{k:18} {printable(v)}" for k, v in d.items()
+                 if k not in ("patrons", "audit") and v is not None]
         lines.append("patrons            " + ", ".join(
-            f"{p['patron_id']} ({p['named_as']})" for p in d["patrons"]))
+            f"{p['patron_id']} ({printable(p['named_as'])})" for p in d["patrons"]))
         lines.append("audit:")
-        lines += [f"  #{e['seq']} {e['at']} {e['actor']} {e['action']}" for e in d["audit"]]
+        lines += [f"  #{e['seq']} {e['at']} {printable(e['actor'])} {printable(e['action'])}"
+                  for e in d["audit"]]
         return "\n".join(lines)
 
     ctx.emit(r, text)
@@ -218,7 +216,7 @@ def request_form(ctx: CliContext, request_id: int, output: str | None,
     """The officer's acknowledgement form (HTML, print it or save as PDF)."""
     with ctx.connect() as conn:
         page = forms.render_form(conn, ctx.rules, request_id, library)
-        conn.commit()
+        conn.rollback()
     if output:
         Path(output).write_text(page, encoding="utf-8")
         click.echo(f"wrote {output}")
@@ -235,7 +233,7 @@ def request_packet(ctx: CliContext, request_id: int, out: str, library: str | No
     """Form, manifests, audit entries and audit verification, for judicial review."""
     with ctx.connect() as conn:
         files = forms.write_packet(conn, ctx.rules, request_id, Path(out), library)
-        conn.commit()
+        conn.rollback()
     ctx.emit([str(f) for f in files], lambda fs: f"wrote {len(fs)} files to {out}")
 
 
@@ -248,13 +246,8 @@ def request_packet(ctx: CliContext, request_id: int, out: str, library: str | No
 @pass_ctx
 def export_cmd(ctx: CliContext, request_id: int, fmt: str, output: str | None) -> None:
     """Identity rows of the patrons in an approved request, logged with a manifest."""
-    with ctx.connect() as conn:
-        try:
-            exported = export_mod.export(conn, request_id, fmt)
-        except Refused as exc:
-            if "audit entry" not in str(exc):  # refused before the export function ran
-                _log_refusal(conn, "export", request_id, str(exc))
-            raise
+    with ctx.connect(write="export") as conn:
+        exported = export_mod.export(conn, request_id, fmt)  # every refusal is logged
     if output:
         manifest_path = export_mod.write(exported, Path(output))
         m = exported.manifest
@@ -288,6 +281,45 @@ def audit_verify(ctx: CliContext, head: str | None) -> None:
         raise SystemExit(EXIT_VIOLATION)
 
 
+@audit.command("reconcile")
+@click.option("--server-log", "server_logs", type=click.Path(dir_okay=False), required=True,
+              multiple=True, help="A PostgreSQL server log (repeat for rotated files).")
+@click.option("--log-format", type=click.Choice(reconcile_mod.FORMATS), default="auto",
+              show_default=True, help="auto: .csv is csvlog, .json is jsonlog, else stderr "
+              "(any log_line_prefix).")
+@pass_ctx
+def audit_reconcile(ctx: CliContext, server_logs: tuple[str, ...], log_format: str) -> None:
+    """Every lookup, export and gated query the server log traced must be in the audit
+    log; exit 1 naming each one whose entry is missing or different (rolled back)."""
+    traces, bad = reconcile_mod.read_traces([Path(p) for p in server_logs], log_format)
+    with ctx.connect() as conn:
+        res = reconcile_mod.reconcile(conn, traces, bad)
+        conn.rollback()
+
+    def text(r: reconcile_mod.Result) -> str:
+        lines = [f"{len(r.problems)} of {r.traces} traced lookups, exports and queries of "
+                 f"database {printable(r.database)} have no matching audit entry"
+                 if r.problems else
+                 f"audit log matches the server log: {r.traces} traced lookups, exports and "
+                 f"queries of database {printable(r.database)}"]
+        lines += [f"  #{p.seq}: {printable(p.trace.describe())}: {printable(p.problem)}"
+                  for p in r.problems]
+        if r.traces == 0:
+            lines.append("  (no trace lines for this database: is it the right log, and is "
+                         "log_min_messages at LOG or below?)")
+        if r.malformed:
+            lines.append(f"  {len(r.malformed)} lines carry the marker but are not traces "
+                         f"(first: {printable(r.malformed[0])})")
+        return "\n".join(lines)
+
+    if ctx.fmt == "json":
+        ctx.emit(res.to_json())
+    else:
+        click.echo(text(res))
+    if not res.ok:
+        raise SystemExit(EXIT_VIOLATION)
+
+
 @audit.command("log")
 @click.option("--request", "request_id", type=int)
 @click.option("--since", help="YYYY-MM-DD")
@@ -300,9 +332,10 @@ def audit_log(ctx: CliContext, request_id: int | None, since: str | None,
         rows = audit_mod.entries(conn, request_id=request_id, since=_date(since),
                                  until=_date(until))
     ctx.emit([e.to_json() for e in rows], lambda es: "\n".join(
-        f"#{e['seq']:<5} {e['at']}  {e['actor']:16} {e['action']:26} "
+        f"#{e['seq']:<5} {e['at']}  {printable(e['actor']):16} {printable(e['action']):26} "
         f"{'' if e['request_id'] is None else 'request ' + str(e['request_id'])}  "
-        f"{json.dumps(e['detail'], default=str)[:100]}" for e in es) or "no entries")
+        f"{printable(json.dumps(e['detail'], default=str)[:100])}" for e in es)
+        or "no entries")
 
 
 @audit.command("export")
@@ -326,10 +359,19 @@ def staff() -> None:
 
 
 def _staff(ctx: CliContext) -> Any:
-    """The backend's staff module (PostgreSQL role memberships, MariaDB roles)."""
-    from importlib import import_module
+    """The engine's staff part (PostgreSQL role memberships, MariaDB roles)."""
+    return ctx.engine.staff
 
-    return import_module(ctx.backend.__name__ + ".staff")
+
+#: the password hash in a printed CREATE ROLE / CREATE USER (SQL string literal)
+_PASSWORD_LITERAL = re.compile(r"(\bPASSWORD\s+)'(?:[^']|'')*'", re.IGNORECASE)
+
+
+def _without_password(statement: str) -> str:
+    """A statement as printed: the new login's password hash shown as ``'***'`` (a hash
+    on a terminal, in a CI log or a ticket can be attacked offline; the database gets
+    the statement as planned)."""
+    return _PASSWORD_LITERAL.sub(r"\1'***'", statement)
 
 
 def _apply_staff_plan(ctx: CliContext, conn: Any, plan: Any, dry_run: bool) -> None:
@@ -338,9 +380,19 @@ def _apply_staff_plan(ctx: CliContext, conn: Any, plan: Any, dry_run: bool) -> N
     if ctx.fmt == "text":
         for s in plan.steps:
             if s.kind != "record":
-                click.echo(s.sql + ";")
+                click.echo(_without_password(s.sql) + ";")
     if not dry_run and plan.steps:
         staff_mod.apply(conn, plan)
+
+
+def _password_from_stdin() -> str:
+    """One line of standard input, without its line ending (spaces are kept)."""
+    line = sys.stdin.readline() if sys.stdin is not None else ""
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise IlsRedactError("--password-stdin: standard input holds no password (one line, "
+                             "e.g. from a file or a secrets manager: < password.txt)")
+    return password
 
 
 @staff.command("grant")
@@ -350,16 +402,26 @@ def _apply_staff_plan(ctx: CliContext, conn: Any, plan: Any, dry_run: bool) -> N
 @click.option("--create", is_flag=True, help="Create the login if it does not exist.")
 @click.option("--password-prompt", is_flag=True,
               help="With --create: ask for a password (sent hashed, never stored in rules).")
+@click.option("--password-stdin", is_flag=True,
+              help="With --create: read the password from the first line of standard input "
+                   "(keeps it out of the command line and the shell history; for scripts).")
 @click.option("--dry-run", is_flag=True, help="Print the statements only.")
 @pass_ctx
 def staff_grant(ctx: CliContext, login: str, kind: str, create: bool, password_prompt: bool,
-                dry_run: bool) -> None:
+                password_stdin: bool, dry_run: bool) -> None:
     """Let LOGIN act in a role (refused for superusers, BYPASSRLS and the ILS owner)."""
     staff_mod = _staff(ctx)
 
-    password = click.prompt("password", hide_input=True, confirmation_prompt=True) \
-        if password_prompt else None
-    with ctx.connect() as conn:
+    if password_prompt and password_stdin:
+        raise IlsRedactError("--password-prompt and --password-stdin: give one of them")
+    if (password_prompt or password_stdin) and not create:
+        raise IlsRedactError("a password is set only for a login that --create makes",
+                             hint="add --create, or leave out the password option")
+    password = _password_from_stdin() if password_stdin else None
+    # on a replica this refuses before the password prompt or anything else is printed
+    with ctx.connect(write=None if dry_run else "staff grant") as conn:
+        if password_prompt:
+            password = click.prompt("password", hide_input=True, confirmation_prompt=True)
         plan = staff_mod.plan_grant(conn, ctx.rules, login, kind, create=create,
                                    password=password)
         conn.rollback()
@@ -378,7 +440,7 @@ def staff_revoke(ctx: CliContext, login: str, kind: str, dry_run: bool) -> None:
     """Take a role away from LOGIN."""
     staff_mod = _staff(ctx)
 
-    with ctx.connect() as conn:
+    with ctx.connect(write=None if dry_run else "staff revoke") as conn:
         plan = staff_mod.plan_revoke(conn, ctx.rules, login, kind)
         conn.rollback()
         _apply_staff_plan(ctx, conn, plan, dry_run)
@@ -395,7 +457,7 @@ def staff_list(ctx: CliContext) -> None:
     with ctx.connect() as conn:
         rows = staff_mod.members(conn, ctx.rules)
     ctx.emit(rows, lambda rs: "\n".join(
-        f"{r['login']:24} {r['role']:11} via {r['group']}"
+        f"{printable(r['login']):24} {r['role']:11} via {printable(r['group'])}"
         + (" (created by ils-redact)" if r["created_by_ils_redact"] else "")
         + (" WARNING: superuser" if r.get("superuser") else "")
         + (" WARNING: BYPASSRLS" if r.get("bypassrls") else "") for r in rs) or "no staff")

@@ -13,6 +13,7 @@ schema of a stock ILS; stderr says so, since a library's local tables are not in
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
 
@@ -21,7 +22,9 @@ import click
 from ..catalog import Catalog, load_catalog
 from ..errors import EXIT_VIOLATION, IlsRedactError
 from ..gate import PROFILES, Gate, GateResult
+from ..gate.execute import QueryRefused
 from ..gate.lint import VERDICTS, Linter, LintRecord
+from ..text import escaped
 from . import cli
 from .context import CliContext, pass_ctx
 
@@ -34,7 +37,8 @@ def gate_catalog(ctx: CliContext, catalog_path: str | None) -> Catalog:
         return load_catalog(catalog_path)
     if ctx.dsn:
         with ctx.connect() as conn:
-            return ctx.backend.read_catalog(conn)
+            # what this login sees (MariaDB staff see no Koha table: what install recorded)
+            return ctx.engine.session_catalog(conn)
     catalog = ctx.adapter.reference_catalog()
     click.echo(f"ils-redact: no --catalog or --dsn: checking against the reference "
                f"{ctx.adapter.name} catalog (local tables and columns are unknown to it)",
@@ -70,8 +74,9 @@ def format_findings(result: GateResult) -> str:
               help="disclosure (identity under a request), stats (ils_redact_stats views) "
                    "or report (statistics report over base tables).")
 @click.option("--request", "request_id", type=click.IntRange(min=1), metavar="ID",
-              help="Disclosure request the query serves (default: every request in the "
-                   "caller's active scope).")
+              help="Disclosure request the query serves, checked in the database as "
+                   "`query` checks it (needs --dsn; default: offline, every request in the "
+                   "caller's active scope, the whole identity allow-list).")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON catalog to check against, offline.")
 @click.option("--search-path", "search_path", metavar="A,B",
@@ -83,17 +88,52 @@ def rewrite(ctx: CliContext, profile: str, request_id: int | None, catalog_path:
             search_path: str | None, sql: str | None) -> None:
     """Print the SQL the gate would run for PROFILE, or why it refuses (exit 1)."""
     text = _read_sql(sql)
-    catalog = gate_catalog(ctx, catalog_path)
-    gate = Gate(ctx.rules, catalog, profile, request_id=request_id,
-                dialect=_ENGINE_DIALECT.get(catalog.engine, "postgres"),
-                search_path=_search_path(search_path), cache_size=0)
-    result = gate.check(text)
+    if request_id is not None:
+        result = _check_for_request(ctx, profile, request_id, catalog_path, search_path,
+                                    text)
+    else:
+        catalog = gate_catalog(ctx, catalog_path)
+        gate = Gate(ctx.rules, catalog, profile,
+                    dialect=_ENGINE_DIALECT.get(catalog.engine, "postgres"),
+                    search_path=_search_path(search_path), cache_size=0)
+        result = gate.check(text)
     data = {"profile": profile, "request": request_id, **result.to_dict()}
     if result.ok:
         ctx.emit(data, result.sql)
         return
     ctx.emit(data, format_findings(result))
     raise SystemExit(EXIT_VIOLATION)
+
+
+def _check_for_request(ctx: CliContext, profile: str, request_id: int,
+                       catalog_path: str | None, search_path: str | None,
+                       text: str) -> GateResult:
+    """``rewrite --request``: the request is checked in the database exactly as ``query``
+    checks it (approved, unexpired, approved for this login; the gate narrowed to the
+    fields it names), by the same function; only the execution is left out."""
+    from .query import session_catalog, session_gate
+
+    if profile != "disclosure":
+        raise IlsRedactError("--request applies to the disclosure profile only")
+    if not ctx.dsn:
+        raise IlsRedactError(
+            f"--request {request_id}: the request is checked in the database (approved, "
+            f"unexpired, approved for you, the fields it covers), as `query` checks it",
+            hint="give --dsn (your own login), or leave out --request to check against "
+                 "the whole identity allow-list offline")
+    if search_path is not None:
+        raise IlsRedactError("--search-path is for offline checks: with --request, names "
+                             "resolve through your login's own search path, as `query` "
+                             "resolves them")
+    with ctx.connect() as conn:
+        catalog = session_catalog(ctx, conn, catalog_path)
+        conn.commit()
+        try:
+            gate = session_gate(ctx, conn, catalog, profile, request_id)
+        except QueryRefused as exc:
+            logged = f"; audit entry {exc.audit_seq}" if exc.audit_seq else ""
+            raise QueryRefused(f"{exc}{logged}") from None
+        return gate.check(text)
 
 
 def _lint_text(records: list[LintRecord]) -> str:
@@ -111,7 +151,9 @@ def _lint_text(records: list[LintRecord]) -> str:
     counts = Counter(r.verdict for r in records)
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v])
     lines.append(f"{len(records)} file{'s' if len(records) != 1 else ''}: {summary or 'none'}")
-    return "\n".join(lines)
+    # report names and SQL come from the ILS (Koha's saved_sql: any staff member with the
+    # reports module writes them): no escape sequence reaches the administrator's terminal
+    return "\n".join(escaped(line) for line in lines)
 
 
 @cli.command()
@@ -163,3 +205,39 @@ def lint(ctx: CliContext, paths: tuple[str, ...], catalog_path: str | None,
     ctx.emit(data, _lint_text(records))
     if any(r.failed for r in records):
         raise SystemExit(EXIT_VIOLATION)
+
+
+# -- finding codes -------------------------------------------------------------------------
+
+def finding_codes() -> list[dict[str, str]]:
+    """Every finding code the gate and verify can report: code, component, meaning."""
+    from ..checks.findings import CODES as VERIFY_CODES
+    from ..gate.findings import CODES as GATE_CODES
+
+    rows = [{"code": c, "component": "gate", "meaning": m} for c, m in GATE_CODES.items()]
+    rows += [{"code": c, "component": "verify", "meaning": m}
+             for c, m in VERIFY_CODES.items()]
+    return rows
+
+
+def _codes_text(rows: list[dict[str, str]]) -> str:
+    width = max(len(r["code"]) for r in rows)
+    return "\n".join(f"{r['code']:<{width}}  {r['component']:<6}  {r['meaning']}"
+                     for r in rows)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default=None,
+              help="Output format (default: the global --format).")
+@pass_ctx
+def codes(ctx: CliContext, fmt: str | None) -> None:
+    """List every finding code of the query gate (R-...) and of verify (C-, E-, H-, D-).
+
+    Codes are stable: logs, CI and scripts may match on them.  The gate's are explained
+    in docs/query-gate.md, verify's in docs/ci.md.
+    """
+    rows = finding_codes()
+    if (fmt or ctx.fmt) == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(_codes_text(rows))

@@ -1,7 +1,7 @@
 """query: run one staff query through the gate, logged like an export.
 
-A thin layer over :func:`ils_redact.gate.execute.run_query` (PostgreSQL) and
-:func:`ils_redact.gate.execute_mariadb.run_query` (Koha on MariaDB): the rows go to
+A thin layer over :func:`ils_redact.gate.execute.run_query` (either engine: it asks the
+engine of the connection for its part of the runner): the rows go to
 stdout in the chosen format, a one-line JSON summary (rows, sha256, audit entries) to
 stderr, and refusals to stderr one finding per line.  Database errors are shown by
 SQLSTATE class (MariaDB: error number) only; ``--debug`` adds the server's text.
@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from typing import Any
 
 import click
 
-from ..catalog import load_catalog
+from ..catalog import Catalog, load_catalog
 from ..errors import IlsRedactError
-from ..gate.execute import FORMATS, QueryFailed, QueryOutcome, QueryRefused, run_query
+from ..gate import Gate, execute
+from ..gate.execute import FORMATS, QueryFailed, QueryRefused, run_query
 from . import cli
 from .context import CliContext, pass_ctx
 
@@ -26,6 +27,24 @@ def _read_sql(sql: str | None) -> str:
     if sql is None or sql == "-":
         return sys.stdin.read()
     return sql
+
+
+def session_catalog(ctx: CliContext, conn: Any, catalog_path: str | None) -> Catalog:
+    """The catalog a gated query is checked against, for this login's connection: a
+    file given with ``--catalog``, else the live catalog (PostgreSQL), else, on Koha, the
+    catalog the installed layer recorded (a restricted login sees none of the Koha tables
+    in information_schema)."""
+    if catalog_path:
+        return load_catalog(catalog_path)
+    return ctx.engine.session_catalog(conn)
+
+
+def session_gate(ctx: CliContext, conn: Any, catalog: Catalog, profile: str,
+                 request_id: int | None) -> Gate:
+    """The gate this login's query is checked with, after the request's own check (the
+    same for ``query`` and ``rewrite --request``)."""
+    return execute.session_gate(conn, ctx.rules, catalog, profile=profile,
+                                request_id=request_id)
 
 
 @cli.command("query")
@@ -50,23 +69,13 @@ def query_cmd(ctx: CliContext, profile: str, request_id: int | None, out_fmt: st
     text = _read_sql(sql)
     if not text.strip():
         raise IlsRedactError("no SQL given: pass it as an argument or on stdin")
-    runner: Callable[..., QueryOutcome] = run_query  # either engine's, for its connection
-    with ctx.connect() as conn:
-        if ctx.adapter.engine == "mariadb":
-            from ..backends.mariadb.connection import current_database
-            from ..gate import execute_mariadb
-
-            runner = execute_mariadb.run_query
-            # a restricted login sees no Koha table in information_schema: the adapter's
-            # schema facts, named after this database
-            catalog = (load_catalog(catalog_path) if catalog_path else
-                       execute_mariadb.catalog_for(ctx.adapter, current_database(conn)))
-        else:
-            catalog = (load_catalog(catalog_path) if catalog_path
-                       else ctx.backend.read_catalog(conn))
+    # a disclosure query appends to the audit log before and after it reads
+    with ctx.connect(write="query --profile disclosure" if profile == "disclosure"
+                     else None) as conn:
+        catalog = session_catalog(ctx, conn, catalog_path)
         conn.commit()
         try:
-            outcome = runner(conn, ctx.rules, catalog, text, profile=profile,
+            outcome = run_query(conn, ctx.rules, catalog, text, profile=profile,
                              request_id=request_id, fmt=out_fmt)
         except QueryRefused as exc:
             for f in exc.findings:

@@ -18,8 +18,8 @@ from .context import CliContext, pass_ctx
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write JUnit XML (one test case per check) for CI systems.")
 @click.option("--backup-role", "backup_roles", multiple=True, metavar="ROLE",
-              help="A login that runs pg_dump or replication (repeatable); members of "
-                   "pg_read_all_data and REPLICATION logins are found by themselves.")
+              help="A login that runs pg_dump (repeatable); members of pg_read_all_data "
+                   "are found by themselves (REPLICATION logins need no BYPASSRLS).")
 @click.option("--exhaustive", is_flag=True,
               help="Read every column of every relation one by one, instead of proving a "
                    "relation closed with one query that names no column.")

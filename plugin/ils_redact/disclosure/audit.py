@@ -15,19 +15,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .db import is_postgres, query, table
+from .db import audit_by_seq, audit_select, query
 
 GENESIS = "0" * 64
-
-_SELECT = (
-    "SELECT seq, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
-    "actor::text, action, request_id, detail::text, prev_hash, hash FROM ils_redact.audit_log")
-#: MariaDB: ``at`` is a UTC DATETIME(6); the detail is the JSON text as stored.  The same
-#: fields, in the same text form, as the procedure that hashed them (``%%``: the driver
-#: formats parameters into the statement).
-_SELECT_MARIADB = ("SELECT seq, DATE_FORMAT(at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'), actor, action, "
-                   "request_id, detail, prev_hash, hash FROM {table}")
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -71,10 +61,15 @@ def entries(conn: Any, *, request_id: int | None = None, since: dt.date | None =
     if until is not None:
         where.append("at < %s")
         params.append(until + dt.timedelta(days=1))
-    select = _SELECT if is_postgres(conn) else _SELECT_MARIADB.format(
-        table=table(conn, "audit_log"))
-    q = select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+    q = audit_select(conn) + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
     return [Entry(*row) for row in query(conn, q, params)]
+
+
+def entries_by_seq(conn: Any, seqs: list[int]) -> list[Entry]:
+    """The entries with these sequence numbers (those that exist)."""
+    if not seqs:
+        return []
+    return [Entry(*row) for row in audit_by_seq(conn, seqs)]
 
 
 @dataclass(frozen=True)

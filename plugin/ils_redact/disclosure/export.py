@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IlsRedactError, Refused
-from .db import call
+from .db import CommitUnconfirmed, call, commit_audited
+from .refusals import refuse
 
 
 @dataclass(frozen=True)
@@ -24,22 +25,34 @@ class Exported:
 
 
 def export(conn: Any, request_id: int, fmt: str) -> Exported:
+    """The logged export.  Every refusal is an audit entry: the export function logs its
+    own (``Refused.audit_seq``); one raised before it decides (its checks roll back with
+    it) is logged here with ``log_refusal``."""
     if fmt not in ("csv", "json"):
         raise IlsRedactError(f"unknown format {fmt!r}: csv or json")
-    rows = call(conn, "export", [request_id, fmt])
+    try:
+        rows = call(conn, "export", [request_id, fmt])
+    except Refused as exc:
+        raise refuse(conn, "export", request_id, str(exc), exc.message,
+                     hint=exc.hint) from None
     seq, document, manifest = rows[0]
     if isinstance(manifest, str):
         manifest = json.loads(manifest)
     if document is None:
-        conn.commit()  # keep the logged refusal
+        commit_audited(conn, what=f"the refusal of request {request_id}'s export (audit "
+                                  f"entry {seq})")  # keep the logged refusal
         raise Refused(f"export of request {request_id} refused: {manifest.get('refused')} "
-                      f"(audit entry {seq})")
+                      f"(audit entry {seq})", audit_seq=int(seq))
     data = document.encode("utf-8")
     if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
         raise IlsRedactError("the exported bytes do not match the hash the database logged; "
                              "nothing was written")
     manifest = dict(manifest, audit_seq=seq)
-    conn.commit()  # the read and its audit entry stand together
+    try:  # the read and its audit entry stand together: no file without a durable entry
+        commit_audited(conn, what=f"the export of request {request_id} (audit entry {seq})")
+    except CommitUnconfirmed as exc:
+        raise CommitUnconfirmed(exc.message + "; the exported file was not written",
+                                hint=exc.hint) from None
     return Exported(data, manifest)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..resources import package_file
 from ..rules import Rules
+from ..text import escaped_lines
 from . import audit
 from .requests import show
 
@@ -32,9 +33,18 @@ th { width: 14em; font-weight: normal; color: #444; }
 .sig { margin-top: 2.5em; display: grid; grid-template-columns: 1fr 1fr; gap: 2.5em; }
 .line { border-top: 1px solid #000; padding-top: .2em; margin-top: 2.8em; font-size: .9em; }
 .small { font-size: .85em; color: #444; } code { font-size: .85em; word-break: break-all; }
+tr.malformed td { color: #900; }
 @media print { body { margin: 0; max-width: none; } .noprint { display: none; }
                h2 { page-break-after: avoid; } .sig { page-break-inside: avoid; } }
 """
+
+
+
+def _h(value: object) -> str:
+    """Text for the printed form: HTML-escaped, with hidden characters shown as escapes
+    (a NUL, a bidi mark or a zero-width character would change what the officer and the
+    court read)."""
+    return html.escape(escaped_lines(str(value)))
 
 
 def policy_text(rules: Rules) -> str:
@@ -49,12 +59,60 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
             continue
         if isinstance(v, list | tuple):
             v = ", ".join(map(str, v))
-        out.append(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>")
+        out.append(f"<tr><th>{_h(k)}</th><td>{_h(str(v))}</td></tr>")
     return "<table>" + "".join(out) + "</table>"
 
 
 def disclosures(entries: list[audit.Entry]) -> list[dict[str, Any]]:
-    return [dict(e.detail, audit_seq=e.seq, at=e.at) for e in entries if e.action == "export"]
+    """The ``export`` entries' manifests (with their seq and time).  A detail that is not
+    a JSON object is kept under ``detail``: :func:`malformed` names what is wrong."""
+    out = []
+    for e in entries:
+        if e.action != "export":
+            continue
+        try:
+            detail: Any = e.detail
+        except ValueError:
+            detail = e.detail_text
+        base = dict(detail) if isinstance(detail, dict) else {"detail": detail}
+        out.append(dict(base, audit_seq=e.seq, at=e.at))
+    return out
+
+
+def malformed(x: dict[str, Any]) -> list[str]:
+    """What keeps an export entry from being a manifest the layer wrote (entries written
+    by hand, or by a version that let staff append to the log): empty if nothing."""
+    problems = []
+    for key in ("exported_by", "format", "sha256"):
+        if not isinstance(x.get(key), str):
+            problems.append(f"{key} missing or not text")
+    for key in ("rows", "patrons"):
+        v = x.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            problems.append(f"{key} missing or not a count")
+    cols = x.get("columns")
+    if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+        problems.append("columns missing or not a list of fields")
+    sha = x.get("sha256")
+    if isinstance(sha, str) and (len(sha) != 64 or any(c not in "0123456789abcdef"
+                                                       for c in sha)):
+        problems.append("sha256 is not a SHA-256 hash")
+    return problems
+
+
+def _export_row(x: dict[str, Any]) -> str:
+    esc = _h
+    problems = malformed(x)
+    if problems:
+        recorded = {k: v for k, v in x.items() if k not in ("audit_seq", "at")}
+        return (f"<tr class=\"malformed\"><td>{esc(str(x.get('at')))}</td><td colspan=\"4\">"
+                f"<strong>Malformed audit entry #{esc(str(x.get('audit_seq')))}</strong>: "
+                f"{esc('; '.join(problems))}. Recorded as: <code>"
+                f"{esc(json.dumps(recorded, sort_keys=True, default=str))}</code></td></tr>")
+    return (f"<tr><td>{esc(str(x['at']))}</td><td>{esc(x['exported_by'])}</td>"
+            f"<td>{esc(', '.join(x['columns']))}</td><td>{esc(str(x['rows']))} rows, "
+            f"{esc(str(x['patrons']))} patrons</td><td>{esc(x['format'])}<br><code>"
+            f"{esc(x['sha256'])}</code></td></tr>")
 
 
 def render_form(conn: Any, rules: Rules, request_id: int, library: str | None = None) -> str:
@@ -87,11 +145,7 @@ def render_form(conn: Any, rules: Rules, request_id: int, library: str | None = 
                         + (f": {req['end_reason']}" if req["end_reason"] else "")))
     exports = disclosures(entries)
     if exports:
-        rows = "".join(
-            f"<tr><td>{html.escape(str(x['at']))}</td><td>{html.escape(str(x['exported_by']))}"
-            f"</td><td>{html.escape(', '.join(x['columns']))}</td><td>{x['rows']} rows, "
-            f"{x['patrons']} patrons</td><td>{html.escape(x['format'])}<br><code>"
-            f"{html.escape(x['sha256'])}</code></td></tr>" for x in exports)
+        rows = "".join(_export_row(x) for x in exports)
         disclosed = ("<table><tr><th>When</th><th>By</th><th>Fields</th><th>Count</th>"
                      f"<th>File (sha256)</th></tr>{rows}</table>")
     else:
@@ -99,14 +153,14 @@ def render_form(conn: Any, rules: Rules, request_id: int, library: str | None = 
     head = f"{check.head_seq}:{check.head_hash}"
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Request for patron records #{req['id']}"
-    lib = html.escape(library) if library else "The library"
+    lib = _h(library) if library else "The library"
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{_h(title)}</title>
 <style>{_CSS}</style></head><body>
-<h1>{html.escape(title)}</h1>
+<h1>{_h(title)}</h1>
 <p class="small">{lib} &middot; printed {now} &middot; ils-redact</p>
 <h2>The library's confidentiality policy</h2>
-<div class="policy">{html.escape(policy_text(rules))}</div>
+<div class="policy">{_h(policy_text(rules))}</div>
 <h2>The request</h2>
 {_rows(details)}
 <h2>What was disclosed</h2>
@@ -128,8 +182,8 @@ crime; and that the library may seek judicial review of this request.</p>
 <h2>For later review</h2>
 <p class="small">Audit log at printing: {check.entries} entries, chain
 {"intact" if check.ok else "BROKEN at entry " + str(check.broken_seq)}; head
-<code>{html.escape(head)}</code>. Keep this number: <code>ils-redact audit verify --head
-{html.escape(head)}</code> proves later that no entry up to here was removed.</p>
+<code>{_h(head)}</code>. Keep this number: <code>ils-redact audit verify --head
+{_h(head)}</code> proves later that no entry up to here was removed.</p>
 </body></html>
 """
 

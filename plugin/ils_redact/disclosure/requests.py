@@ -8,7 +8,8 @@ from typing import Any
 
 from ..errors import IlsRedactError, Refused
 from ..rules import Rules
-from .db import call, normalize_request, query, table
+from .db import call, clock_sql, normalize_request, query, table
+from .refusals import keep_refusal, refuse
 
 BASES = ("court-order", "emergency")
 
@@ -119,7 +120,23 @@ def resolve_patrons(conn: Any, patrons: list[int], barcodes: list[str]
     return found, unknown
 
 
+def require_known(conn: Any, unknown: list[str]) -> None:
+    """Refuse a request that names patrons nobody is (logged: ``request.create``)."""
+    if unknown:
+        reason = f"unknown patrons: {', '.join(unknown)}"
+        raise refuse(conn, "request.create", None, reason, f"{reason}; nothing was created")
+
+
 def create(conn: Any, req: NewRequest, resolved: list[Resolved]) -> int:
+    """Record the request (a draft); a refusal is logged (``request.create``)."""
+    try:
+        return _create(conn, req, resolved)
+    except Refused as exc:
+        raise refuse(conn, "request.create", None, str(exc), exc.message,
+                     hint=exc.hint) from None
+
+
+def _create(conn: Any, req: NewRequest, resolved: list[Resolved]) -> int:
     ids: list[int] = []
     named: list[str] = []
     for r in resolved:
@@ -135,15 +152,24 @@ def create(conn: Any, req: NewRequest, resolved: list[Resolved]) -> int:
 
 
 def approve(conn: Any, request_id: int) -> None:
+    """Approve; a refusal (the layer logged it) is committed so its entry stays."""
     refusal = call(conn, "request_approve", [request_id])[0][0]
     if refusal:
-        raise Refused(f"request {request_id} not approved: {refusal}")
+        raise keep_refusal(conn, Refused(f"request {request_id} not approved: {refusal}"),
+                           f"the refused approve of request {request_id}")
+
+
+#: the command that ends a request with each status (for messages)
+_END_ACTION = {"revoked": "revoke", "closed": "close"}
 
 
 def end(conn: Any, request_id: int, status: str, reason: str | None) -> None:
+    """Revoke or close; a refusal (the layer logged it) is committed so its entry stays."""
     refusal = call(conn, "request_end", [request_id, status, reason])[0][0]
     if refusal:
-        raise Refused(f"request {request_id} not {status}: {refusal}")
+        action = _END_ACTION.get(status, status)
+        raise keep_refusal(conn, Refused(f"request {request_id} not {status}: {refusal}"),
+                           f"the refused {action} of request {request_id}")
 
 
 _REQUEST_COLUMNS = (
@@ -153,22 +179,56 @@ _REQUEST_COLUMNS = (
     "ended_by", "ended_at", "end_reason")
 
 
-def list_requests(conn: Any, status: str | None = None) -> list[dict[str, Any]]:
-    call(conn, "sweep_expired", [])
+def _select_list(conn: Any) -> str:
+    """The request's columns, with the status as the row policy sees it: an approved
+    request whose expiry has passed reads as expired (access ended by the clock) before
+    any write path records it.  Reading never writes, so it works on a read-only
+    replica and in a READ ONLY transaction."""
+    status = _status_sql(conn)
+    return ", ".join(f"{status} AS status" if c == "status" else f"r.{c}"
+                     for c in _REQUEST_COLUMNS)
+
+
+def _status_sql(conn: Any) -> str:
+    return (f"CASE WHEN r.status = 'approved' AND r.expires_at <= {clock_sql(conn)} "
+            "THEN 'expired' ELSE r.status END")
+
+
+def list_requests(conn: Any, status: str | None = None, *, limit: int | None = None,
+                  offset: int = 0, newest_first: bool = False) -> list[dict[str, Any]]:
+    """Requests in id order (``newest_first`` reverses it), filtered by status as the row
+    policy sees it, one page of ``limit`` rows from ``offset`` when a limit is given.  The
+    filter and the page are the database's work: a console showing 50 of 1,000 requests
+    reads 50."""
     request, patron = table(conn, "request"), table(conn, "request_patron")
-    rows = query(conn, f"SELECT {', '.join(_REQUEST_COLUMNS)}, (SELECT count(*) "  # noqa: S608
+    where, params = "", []  # type: tuple[str, list[Any]]
+    if status is not None:
+        where, params = f"WHERE {_status_sql(conn)} = %s", [status]
+    page = ""
+    if limit is not None:
+        page = " LIMIT %s OFFSET %s"
+        params += [int(limit), int(offset)]
+    rows = query(conn, f"SELECT {_select_list(conn)}, (SELECT count(*) "  # noqa: S608
                  f"FROM {patron} p WHERE p.request_id = r.id) AS patrons "
-                 f"FROM {request} r ORDER BY id")
-    out = [normalize_request(conn, dict(zip(_REQUEST_COLUMNS + ("patrons",), r, strict=True)))
-           for r in rows]
-    return [r for r in out if status is None or r["status"] == status]
+                 f"FROM {request} r {where} ORDER BY r.id{' DESC' if newest_first else ''}"
+                 f"{page}", params)
+    return [normalize_request(conn, dict(zip(_REQUEST_COLUMNS + ("patrons",), r, strict=True)))
+            for r in rows]
+
+
+def count_requests(conn: Any, status: str | None = None) -> int:
+    """How many requests :func:`list_requests` would list with no page."""
+    request = table(conn, "request")
+    where, params = ("", []) if status is None else (f"WHERE {_status_sql(conn)} = %s",
+                                                     [status])
+    rows = query(conn, f"SELECT count(*) FROM {request} r {where}", params)  # noqa: S608
+    return int(rows[0][0])
 
 
 def show(conn: Any, request_id: int) -> dict[str, Any]:
-    call(conn, "sweep_expired", [])
     request, patron = table(conn, "request"), table(conn, "request_patron")
-    rows = query(conn, f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM {request} r "  # noqa: S608
-                 "WHERE id = %s", [request_id])
+    rows = query(conn, f"SELECT {_select_list(conn)} FROM {request} r "  # noqa: S608
+                 "WHERE r.id = %s", [request_id])
     if not rows:
         raise IlsRedactError(f"no request {request_id}")
     req = normalize_request(conn, dict(zip(_REQUEST_COLUMNS, rows[0], strict=True)))

@@ -23,6 +23,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope
 
 from ..rules import ALL_COLUMNS, Rules
+from .aliases import renamed_from
 from .findings import Finding, finding
 from .profiles import Classification, Classifier, Profile
 
@@ -225,7 +226,7 @@ def check_columns(scopes: list[Scope], tree: exp.Expr, checker: AccessChecker,
                 access.pairs.add((rel, col.name))
                 f = checker.column_finding(rel, col.name, col)
                 if f:
-                    yield f
+                    yield _renamed(f, col, rel)
             else:
                 base = withheld.get(id(source.expression), {}).get(col.name)
                 if base is not None:
@@ -249,17 +250,39 @@ def check_columns(scopes: list[Scope], tree: exp.Expr, checker: AccessChecker,
                           f"{col.sql()} belongs to", col.sql(), col)
 
 
+def _renamed(f: Finding, col: exp.Column, rel: str) -> Finding:
+    """Say so when the reference was renamed by an alias column list (``u.family_name``
+    standing for ``dob``): the user wrote one name and is refused for another."""
+    written = renamed_from(col)
+    if written is None:
+        return f
+    return Finding(f.code, f"{f.message} ({written} is column {col.name} of {rel}: an alias "
+                   f"column list renames columns by position)", f.object, f.line, f.col)
+
+
 def _is_output_alias_reference(col: exp.Column) -> bool:
     """``ORDER BY n`` / ``DISTINCT ON (n)`` where ``n`` is an output column of the same
-    SELECT (PostgreSQL resolves both against output names first)."""
+    SELECT (PostgreSQL and MariaDB resolve a bare name there against output names first).
+
+    Only a bare name: inside an expression (``ORDER BY n + 0``, ``ORDER BY n COLLATE
+    "C"``, ``extract(year FROM n)``) both servers read ``n`` as an INPUT column, so
+    ``SELECT family_name AS dob ... ORDER BY dob + 0`` sorts by the date of birth.  Such a
+    reference is left unattributed and refused."""
     if col.table:
         return False
-    order = col.find_ancestor(exp.Order, exp.Distinct, exp.Select)
-    if not isinstance(order, (exp.Order, exp.Distinct)):
+    item: exp.Expr = col
+    while isinstance(item.parent, exp.Paren):
+        item = item.parent
+    holder = item.parent
+    if isinstance(holder, exp.Ordered) and item.arg_key == "this":
+        holder = holder.parent
+    elif isinstance(holder, exp.Tuple) and isinstance(holder.parent, exp.Distinct):
+        holder = holder.parent
+    if not isinstance(holder, (exp.Order, exp.Distinct)):
         return False
-    query = order.parent
-    if isinstance(query, exp.SetOperation):
-        query = query.selects[0] if query.selects else None  # type: ignore[assignment]
+    query = holder.parent
+    while isinstance(query, (exp.SetOperation, exp.Subquery)):  # a UNION's names: its first
+        query = query.this                                       # branch's (left = this)
     return isinstance(query, exp.Select) and col.name in query.named_selects
 
 

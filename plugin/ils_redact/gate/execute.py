@@ -1,4 +1,9 @@
-"""Run a gated query on PostgreSQL: logged like an export, read-only, bounded, quiet errors.
+"""Run a gated query: logged like an export, read-only, bounded, quiet errors.
+
+The order of events is written once, here; what differs between servers is the engine's
+``query_backend()`` (``backends/<engine>/query.py``, an :class:`~ils_redact.engine.
+QueryBackend`).  The steps as PostgreSQL takes them (MariaDB's are in
+``backends/mariadb/query.py``):
 
 ``ils-redact query`` is the one place where SQL a person typed reaches patron data
 through the gate.  The order of events is the point of this module:
@@ -37,95 +42,23 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
-from psycopg import errors as pgerr
-from psycopg import sql
-
+from ..backends import engine_for
 from ..catalog import Catalog
-from ..errors import IlsRedactError, Refused
+from ..disclosure.db import commit_audited
+from ..engine import QueryBackend, RequestCheck
+from ..errors import IlsRedactError, QueryFailed, QueryRefused
 from ..rules import Rules
-from .findings import Finding
 from .gate import Gate, GateResult
 
+__all__ = ["FORMATS", "QueryBackend", "QueryFailed", "QueryOutcome", "QueryRefused",
+           "RequestCheck", "build_gate", "describe_sqlstate", "render", "request_gate",
+           "run_gated", "run_query", "run_read_only", "session_gate"]
+
 FORMATS = ("table", "csv", "json")
-SCHEMA = "ils_redact"
-#: cursor name for the gated query (server-side: rows beyond the cap never leave)
-CURSOR = "ils_redact_query"
-
-#: SQLSTATE (exact) -> what the restricted user is told
-_BY_CODE: dict[str, str] = {
-    "42501": "permission denied",
-    "57014": "statement timeout (or the query was cancelled)",
-    "25006": "the query tried to write in a read-only transaction",
-    "42P01": "a relation does not exist",
-    "42703": "a column does not exist",
-    "42883": "a function or operator does not exist",
-    "42601": "syntax error",
-    "42804": "datatype mismatch",
-    "54001": "statement too complex",
-    "53200": "out of memory",
-    "53100": "disk full",
-    "55P03": "lock not available",
-    "40001": "serialization failure",
-    "40P01": "deadlock detected",
-}
-
-#: SQLSTATE class (first two characters) -> what the restricted user is told
-_BY_CLASS: dict[str, str] = {
-    "08": "connection exception",
-    "0A": "feature not supported",
-    "21": "cardinality violation",
-    "22": "data exception",
-    "23": "integrity constraint violation",
-    "25": "invalid transaction state",
-    "28": "invalid authorization",
-    "2F": "SQL routine exception",
-    "38": "external routine exception",
-    "39": "external routine invocation exception",
-    "40": "transaction rollback",
-    "42": "syntax error or access rule violation",
-    "53": "insufficient resources",
-    "54": "program limit exceeded",
-    "55": "object not in prerequisite state",
-    "57": "operator intervention",
-    "58": "system error",
-    "P0": "PL/pgSQL error",
-    "XX": "internal error",
-}
-
-
-def describe_sqlstate(sqlstate: str | None) -> str:
-    """A fixed description of a database error, from its SQLSTATE only (never its text)."""
-    code = (sqlstate or "").upper()
-    what = _BY_CODE.get(code) or _BY_CLASS.get(code[:2]) or "database error"
-    return f"{what} ({code or 'no SQLSTATE'})"
-
-
-class QueryRefused(Refused):
-    """The gate (or the request check) refused: nothing was executed."""
-
-    def __init__(self, message: str, findings: Sequence[Finding] = (),
-                 audit_seq: int | None = None) -> None:
-        super().__init__(message)
-        self.findings = tuple(findings)
-        self.audit_seq = audit_seq
-
-
-class QueryFailed(Refused):
-    """The database refused or stopped the gated query.  ``message`` names the SQLSTATE
-    class only; ``detail`` is the server's full text, for ``--debug``."""
-
-    def __init__(self, message: str, *, sqlstate: str | None, detail: str,
-                 audit_seq: int | None = None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-        self.detail = detail
-        self.audit_seq = audit_seq
-
 
 @dataclass(frozen=True)
 class QueryOutcome:
@@ -145,67 +78,6 @@ class QueryOutcome:
     def summary(self) -> dict[str, Any]:
         return {"rows": len(self.rows), "capped": self.capped, "sha256": self.sha256,
                 "audit_seq": self.query_seq, "finished_seq": self.finished_seq}
-
-
-# -- the connection's facts ------------------------------------------------------------
-def session_search_path(conn: psycopg.Connection) -> tuple[str, ...]:
-    """The schemas the server searches for this login, in order, as it resolves them:
-    ``$user`` expanded, missing schemas and schemas without USAGE left out, implicit
-    ``pg_catalog`` not listed (the gate's catalog has no system relations, so naming
-    one refuses either way)."""
-    row = conn.execute("SELECT current_schemas(false)").fetchone()
-    return tuple(row[0]) if row and row[0] else ()
-
-
-@dataclass(frozen=True)
-class RequestCheck:
-    ok: bool
-    reason: str | None
-    columns: tuple[str, ...]
-
-
-def check_request(conn: psycopg.Connection, request_id: int) -> RequestCheck:
-    """The layer's own check (approved, unexpired, approved for ``session_user``) and
-    the fields the request covers."""
-    q = sql.SQL("SELECT ok, reason, columns FROM {}.{}(%s)").format(
-        sql.Identifier(SCHEMA), sql.Identifier("export_check"))
-    try:
-        row = conn.execute(q, (request_id,)).fetchone()
-    except pgerr.InsufficientPrivilege:
-        conn.rollback()
-        raise QueryRefused(f"request {request_id} cannot be checked: this login is not a "
-                           f"member of the disclosure role") from None
-    assert row is not None
-    return RequestCheck(bool(row[0]), row[1], tuple(row[2] or ()))
-
-
-def _layer_call(conn: psycopg.Connection, name: str, args: list[Any]) -> int:
-    q = sql.SQL("SELECT {}.{}({})").format(
-        sql.Identifier(SCHEMA), sql.Identifier(name),
-        sql.SQL(", ").join(sql.Placeholder() * len(args)))
-    row = conn.execute(q, args).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def audit_append(conn: psycopg.Connection, action: str, request_id: int | None,
-                 detail: dict[str, Any]) -> int:
-    """Append and commit one audit entry; returns its sequence number."""
-    seq = _layer_call(conn, "audit_append", [action, request_id, json.dumps(detail)])
-    conn.commit()
-    return seq
-
-
-def log_refusal(conn: psycopg.Connection, request_id: int | None, reason: str) -> int | None:
-    """``query.refused`` in the audit log; None when this login may not write it."""
-    try:
-        conn.rollback()
-        seq = _layer_call(conn, "log_refusal", ["query", request_id, reason])
-        conn.commit()
-        return seq
-    except psycopg.Error:
-        conn.rollback()
-        return None
 
 
 def refusal_reason(result: GateResult) -> str:
@@ -274,60 +146,47 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> b
 
 
 # -- execution -------------------------------------------------------------------------
-def run_read_only(conn: psycopg.Connection, sql_text: str, *, row_cap: int,
-                  timeout_ms: int) -> tuple[tuple[str, ...], list[tuple[Any, ...]], bool]:
-    """Execute ``sql_text`` in its own READ ONLY transaction; (columns, rows, capped).
-
-    Raises :class:`psycopg.Error` as the server reported it; the caller decides what the
-    user is told.  The transaction is always ended (committed after a clean read, rolled
-    back otherwise), so the connection is ready for the next audit entry.
-    """
-    if conn.autocommit:
-        raise IlsRedactError("the gated query needs a connection outside autocommit")
-    conn.rollback()  # start clean: SET TRANSACTION must be the transaction's first statement
-    try:
-        conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute("SELECT set_config('statement_timeout', %s, true), "
-                     "set_config('search_path', 'pg_catalog', true), "
-                     "set_config('standard_conforming_strings', 'on', true)",
-                     (f"{int(timeout_ms)}ms",))
-        with conn.cursor(name=CURSOR) as cur:
-            cur.execute(sql_text)
-            rows = cur.fetchmany(row_cap)
-            columns = tuple(d.name for d in cur.description or ())
-        conn.commit()
-    except BaseException:
-        with contextlib.suppress(psycopg.Error):
-            conn.rollback()
-        raise
-    # the gate's LIMIT is the cap too, so a full page means "more rows may exist"; no
-    # row beyond the cap is fetched to find out
-    return columns, [tuple(r) for r in rows], len(rows) >= row_cap
-
-
-@dataclass(frozen=True)
-class QueryBackend:
-    """What differs between servers in :func:`run_gated`; the order of events does not.
-
-    ``failure`` turns a driver error into (sqlstate, the server's text for ``--debug``,
-    the fixed description the user is told, the fields of the ``query.failed`` entry).
-    """
-
-    dialect: str
-    check_request: Callable[[Any, int], RequestCheck]
-    audit_append: Callable[[Any, str, int | None, dict[str, Any]], int]
-    log_refusal: Callable[[Any, int | None, str], int | None]
-    run_read_only: Callable[..., tuple[tuple[str, ...], list[tuple[Any, ...]], bool]]
-    driver_error: type[Exception]
-    failure: Callable[[Any], tuple[str | None, str, str, dict[str, Any]]]
-
-
 def build_gate(rules: Rules, catalog: Catalog, profile: str, *, request_id: int | None,
                search_path: Sequence[str], columns: Sequence[str] | None,
                dialect: str = "postgres") -> Gate:
     return Gate(rules, catalog, profile, request_id=request_id, dialect=dialect,
                 search_path=tuple(search_path), cache_size=0,
                 require_request=profile == "disclosure", columns=columns)
+
+
+def request_gate(conn: Any, backend: QueryBackend, rules: Rules, catalog: Catalog, *,
+                 profile: str, request_id: int | None, search_path: Sequence[str]) -> Gate:
+    """The gate for one request, after the request's own check: the one path both
+    ``query`` and ``rewrite --request`` take, so neither checks a query against more than
+    the request covers.
+
+    For the disclosure profile the request must be approved, unexpired and approved for
+    this login (the layer's ``export_check``, run as the login); the gate is narrowed to
+    the fields the request names (a court order naming only ``family_name`` reaches no
+    other identity column).  A request that fails its check is refused, and the refusal
+    is logged (``query.refused``) where the login may write the log.
+    """
+    if profile not in ("disclosure", "stats"):
+        raise IlsRedactError(f"a request is checked for the disclosure profile, not "
+                             f"{profile!r}")
+    logged = profile == "disclosure"
+    if logged and request_id is None:
+        raise IlsRedactError("a disclosure query serves one request: pass --request ID")
+    if not logged and request_id is not None:
+        raise IlsRedactError("--request applies to the disclosure profile only")
+    columns: tuple[str, ...] | None = None
+    if logged:
+        assert request_id is not None
+        req = backend.check_request(conn, request_id)
+        conn.commit()  # keeps what the check swept (expired requests) and its entries
+        if not req.ok:
+            reason = f"request {request_id}: {req.reason}"
+            seq = _log_refusal(conn, backend, request_id, reason)
+            raise QueryRefused(f"query refused: {reason}", audit_seq=seq)
+        columns = req.columns
+    return build_gate(rules, catalog, profile, request_id=request_id,
+                      search_path=tuple(search_path), columns=columns,
+                      dialect=backend.dialect)
 
 
 def run_gated(conn: Any, backend: QueryBackend, rules: Rules, catalog: Catalog,
@@ -342,32 +201,19 @@ def run_gated(conn: Any, backend: QueryBackend, rules: Rules, catalog: Catalog,
     if profile not in ("disclosure", "stats"):
         raise IlsRedactError(f"query runs the disclosure or stats profile, not {profile!r}")
     logged = profile == "disclosure"
-    if logged and request_id is None:
-        raise IlsRedactError("a disclosure query serves one request: pass --request ID")
-    if not logged and request_id is not None:
-        raise IlsRedactError("--request applies to the disclosure profile only")
     search_path = tuple(search_path)
-    columns: tuple[str, ...] | None = None
-    if logged:
-        assert request_id is not None
-        req = backend.check_request(conn, request_id)
-        conn.commit()  # keeps what the check swept (expired requests) and its entries
-        if not req.ok:
-            reason = f"request {request_id}: {req.reason}"
-            seq = backend.log_refusal(conn, request_id, reason)
-            raise QueryRefused(f"query refused: {reason}", audit_seq=seq)
-        columns = req.columns
-    gate = build_gate(rules, catalog, profile, request_id=request_id,
-                      search_path=search_path, columns=columns, dialect=backend.dialect)
+    gate = request_gate(conn, backend, rules, catalog, profile=profile,
+                        request_id=request_id, search_path=search_path)
     result = gate.check(sql_text)
     if not result.ok or result.sql is None:
-        seq = backend.log_refusal(conn, request_id, refusal_reason(result)) if logged else None
+        seq = (_log_refusal(conn, backend, request_id, refusal_reason(result)) if logged
+               else None)
         raise QueryRefused("query refused by the gate", result.findings, seq)
     timeout_ms = rules.gate.statement_timeout_ms
     row_cap = gate.profile.row_cap
     query_seq = None
     if logged:
-        query_seq = backend.audit_append(conn, "query", request_id, {
+        query_seq = _audit_append(conn, backend, "query", request_id, {
             "profile": profile,
             "sql_sha256": hashlib.sha256(sql_text.encode("utf-8")).hexdigest(),
             "sql": result.sql,
@@ -383,7 +229,7 @@ def run_gated(conn: Any, backend: QueryBackend, rules: Rules, catalog: Catalog,
         seq = None
         if logged:
             try:
-                seq = backend.audit_append(conn, "query.failed", request_id, {
+                seq = _audit_append(conn, backend, "query.failed", request_id, {
                     "query_seq": query_seq, **fields, "error": described})
             except (backend.driver_error, IlsRedactError):  # e.g. the connection is gone
                 with contextlib.suppress(backend.driver_error):
@@ -394,7 +240,7 @@ def run_gated(conn: Any, backend: QueryBackend, rules: Rules, catalog: Catalog,
     digest = hashlib.sha256(document).hexdigest()
     finished_seq = None
     if logged:
-        finished_seq = backend.audit_append(conn, "query.finished", request_id, {
+        finished_seq = _audit_append(conn, backend, "query.finished", request_id, {
             "query_seq": query_seq, "rows": len(rows), "capped": capped,
             "format": fmt, "sha256": digest})
     return QueryOutcome(sql=result.sql, columns=cols, rows=rows, document=document,
@@ -402,26 +248,69 @@ def run_gated(conn: Any, backend: QueryBackend, rules: Rules, catalog: Catalog,
                         finished_seq=finished_seq, search_path=search_path)
 
 
-def _pg_failure(exc: psycopg.Error) -> tuple[str | None, str, str, dict[str, Any]]:
-    state = exc.sqlstate
-    return state, str(exc).strip(), describe_sqlstate(state), {"sqlstate": state}
+def session_gate(conn: Any, rules: Rules, catalog: Catalog, *,
+                 profile: str = "disclosure", request_id: int | None = None) -> Gate:
+    """:func:`request_gate` for this login: names resolve as :func:`run_query` resolves
+    them (PostgreSQL: the login's own search path; MariaDB: the connected Koha
+    database)."""
+    backend = engine_for(conn).query_backend()
+    search_path, _ = backend.names(conn, catalog)
+    return request_gate(conn, backend, rules, catalog, profile=profile,
+                        request_id=request_id, search_path=search_path)
 
 
-POSTGRESQL = QueryBackend(dialect="postgres", check_request=check_request,
-                          audit_append=audit_append, log_refusal=log_refusal,
-                          run_read_only=run_read_only, driver_error=psycopg.Error,
-                          failure=_pg_failure)
-
-
-def run_query(conn: psycopg.Connection, rules: Rules, catalog: Catalog, sql_text: str, *,
+def run_query(conn: Any, rules: Rules, catalog: Catalog, sql_text: str, *,
               profile: str = "disclosure", request_id: int | None = None,
               fmt: str = "table") -> QueryOutcome:
-    """Check, log, execute and render one staff query (see the module docstring).
+    """Check, log, execute and render one staff query (see the module docstring), on
+    the server ``conn`` belongs to.
 
     Raises :class:`QueryRefused` (gate or request refusal, logged), or
     :class:`QueryFailed` (the database refused or stopped it; logged for disclosure).
     """
-    search_path = session_search_path(conn)
-    return run_gated(conn, POSTGRESQL, rules, catalog, sql_text, profile=profile,
+    backend = engine_for(conn).query_backend()
+    search_path, context = backend.names(conn, catalog)
+    return run_gated(conn, backend, rules, catalog, sql_text, profile=profile,
                      request_id=request_id, fmt=fmt, search_path=search_path,
-                     context={"search_path": list(search_path)})
+                     context=context)
+
+
+def _audit_append(conn: Any, backend: QueryBackend, action: str, request_id: int | None,
+                  detail: dict[str, Any]) -> int:
+    """Append one audit entry and commit it (``commit_audited``: a commit that waits for
+    a synchronous standby that is gone ends with a clear error)."""
+    seq = backend.audit_append(conn, action, request_id, detail)
+    commit_audited(conn, what=f"the audit entry {action}")
+    return seq
+
+
+def _log_refusal(conn: Any, backend: QueryBackend, request_id: int | None,
+                 reason: str) -> int | None:
+    """``query.refused`` in the audit log, committed; None when this login may not
+    write it."""
+    seq = backend.log_refusal(conn, request_id, reason)
+    if seq is None:
+        return None
+    try:
+        commit_audited(conn, what="the audit entry query.refused")
+    except backend.driver_error:
+        with contextlib.suppress(backend.driver_error):
+            conn.rollback()
+        return None
+    return seq
+
+
+def describe_sqlstate(sqlstate: str | None) -> str:
+    """PostgreSQL's fixed description of a database error, from its SQLSTATE only."""
+    from ..backends.postgresql import describe_sqlstate as describe
+
+    return describe(sqlstate)
+
+
+def run_read_only(conn: Any, sql_text: str, *, row_cap: int, timeout_ms: int
+                  ) -> tuple[tuple[str, ...], list[tuple[Any, ...]], bool]:
+    """Execute ``sql_text`` in its own READ ONLY transaction, on the server ``conn``
+    belongs to; (columns, rows, capped)."""
+    return engine_for(conn).query_backend().run_read_only(
+        conn, sql_text, row_cap=row_cap, timeout_ms=timeout_ms)
+

@@ -18,7 +18,9 @@ from sqlglot import exp
 #: citation to the profile.
 DEFAULT_LAW = "75 ILCS 70/1"
 
-#: code -> one-line meaning, for ``--help`` style listings and documentation.
+#: code -> one-line meaning.  ``ils-redact codes`` lists them (with verify's); each is
+#: documented in docs/query-gate.md, and tests/gate/test_codes.py fails when a code the
+#: source can emit is missing here, from the command or from the docs.
 CODES: dict[str, str] = {
     "R-PARSE": "the text is not one SQL statement the parser (or the server's parser) accepts",
     "R-MULTI-STATEMENT": "more than one statement: the gate checks exactly one",
@@ -28,6 +30,10 @@ CODES: dict[str, str] = {
     "R-LOCKING": "FOR UPDATE / FOR SHARE takes row locks",
     "R-DML": "INSERT, UPDATE, DELETE or MERGE, also inside a WITH clause",
     "R-PARAMETER": "bind parameters ($1, ?, :name) are not supported: write the value",
+    "R-VARIABLE": "a server or session variable (@@hostname, @@session.x, @x, @x := 1): "
+                  "server state, outside the allow-list",
+    "R-ALIAS-COLUMNS": "an alias column list the gate cannot map to the source's columns "
+                       "by position (too many names, one name twice, none in MariaDB)",
     "R-UNSUPPORTED": "a construct the gate cannot check precisely",
     "R-WHOLE-ROW": "a whole-row reference (t, t.* inside an expression) reads every column",
     "R-UNKNOWN-RELATION": "a table or view the catalog does not know (fail closed)",
@@ -59,6 +65,10 @@ class Finding:
     object: str = ""
     line: int | None = None
     col: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:  # a code nobody documented is a bug, not a refusal
+            raise ValueError(f"unknown gate finding code {self.code}")
 
     def where(self) -> str:
         if self.line is None:

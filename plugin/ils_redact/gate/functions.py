@@ -17,7 +17,22 @@ the server will call, to the SQL the gate regenerates.
 
 from __future__ import annotations
 
+import re
+
 from sqlglot import exp
+
+#: word boundaries in a class name: ``JSONTable`` -> ``JSON_Table``, ``ArrayAgg`` ->
+#: ``Array_Agg`` (sqlglot's own default splits every capital: ``J_S_O_N_TABLE``)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def class_sql_name(cls: type[exp.Func]) -> str:
+    """The SQL name of a typed function class, lowercase (``json_table``)."""
+    explicit = cls.__dict__.get("_sql_names") or getattr(cls, "_sql_names", None)
+    if explicit:
+        return str(explicit[0]).lower()
+    return _CAMEL.sub("_", cls.__name__).lower()
+
 
 #: Scalar computations over values already read: text, dates, numbers, arrays, JSON.
 SCALAR_CLASSES: frozenset[type[exp.Func]] = frozenset({
@@ -75,7 +90,8 @@ ALLOWED_CLASSES = (SCALAR_CLASSES | OPERATOR_CLASSES | VALUE_AGGREGATES | LIST_A
 
 #: Names of the typed functions above, for ``pg_catalog.lower(x)``, which sqlglot reads
 #: as an anonymous function because of the schema.
-TYPED_NAMES = frozenset(n.lower() for cls in ALLOWED_CLASSES for n in cls.sql_names())
+TYPED_NAMES = frozenset({n.lower() for cls in ALLOWED_CLASSES for n in cls.sql_names()}
+                        | {class_sql_name(cls) for cls in ALLOWED_CLASSES})
 
 #: Anonymous function names (as the dialect spells them, lowercase) that are plain
 #: computations.  ``all`` is how sqlglot reads ``x = ALL(array)``.
@@ -164,8 +180,7 @@ def function_name(node: exp.Func) -> str:
         if isinstance(parent, exp.Dot) and parent.expression is node:
             return f"{_dotted(parent.this)}.{name}"
         return name
-    names = type(node).sql_names()
-    return names[0].lower() if names else type(node).__name__.lower()
+    return class_sql_name(type(node))
 
 
 def _dotted(node: exp.Expr) -> str:

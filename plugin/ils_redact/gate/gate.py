@@ -12,10 +12,13 @@ finding code, after qualification so later passes see fully resolved names::
     parse (exactly one statement)      R-PARSE, R-MULTI-STATEMENT
     server's parser (PostgreSQL)       R-PARSE, R-COMMAND, R-DML, R-SELECT-INTO, R-LOCKING
     statement kind, hidden statements  R-NOT-SELECT, R-COMMAND, R-DML, R-SELECT-INTO ...
-    constructs, functions, casts       R-PARAMETER, R-WHOLE-ROW, R-FUNCTION, R-CAST
+    constructs, functions, casts       R-PARAMETER, R-VARIABLE, R-WHOLE-ROW, R-FUNCTION,
+                                       R-CAST, R-UNSUPPORTED
+    name function and VALUES columns   R-ALIAS-COLUMNS
     relations (search_path)            R-UNKNOWN-RELATION, R-CONFIDENTIAL-RELATION ...
     parser cross-check (PostgreSQL)    R-PARSER-DIFFERENTIAL
     qualify against the catalog        R-UNKNOWN-COLUMN
+    table alias column lists           R-ALIAS-COLUMNS, R-UNKNOWN-COLUMN
     star filter, every column          R-SECRET-COLUMN, R-WITHHELD-COLUMN, R-WHOLE-ROW
     statistics report shape            R-NOT-AGGREGATE, R-WINDOW, R-PATRON-...
     rewrite: scope, row cap, render    R-SCOPE
@@ -52,8 +55,9 @@ from .access import (
     mark_star_selects,
     unresolved_columns,
 )
+from .aliases import has_table_alias_columns, name_sources, resolve_table_aliases
 from .findings import Finding, dedupe, finding, position
-from .names import TableRef, full_schema, resolve_relations
+from .names import TableRef, drop_dual, full_schema, resolve_relations
 from .profiles import Classifier, Profile, build_profile
 from .report import ReportChecker
 from .rewrite import cap_limit, inject_scope, render, strip_comments
@@ -242,7 +246,19 @@ class Gate:
         tree = normalize_identifiers(tree, dialect=self._dialect)
         sg_columns = {c.name for c in tree.find_all(exp.Column)
                       if not isinstance(c.this, exp.Star)}
-        refs, unknown = resolve_relations(tree, self.catalog, self.search_path)
+        if self.dialect == "mysql":
+            drop_dual(tree)
+        named = name_sources(tree, self.dialect)
+        if named:
+            st.findings.extend(named)
+            return None
+        try:
+            refs, unknown = resolve_relations(tree, self.catalog, self.search_path)
+        except SqlglotError as exc:  # the scope analysis cannot place a source: fail closed
+            st.findings.append(Finding("R-UNSUPPORTED", f"the gate cannot tell which "
+                                       f"relations this query reads: "
+                                       f"{str(exc).splitlines()[0]}"))
+            return None
         st.refs = refs
         st.findings.extend(unknown)
         st.access.relations = {r.relation for r in refs}
@@ -269,6 +285,11 @@ class Gate:
         if unresolved:
             st.findings.extend(unresolved)
             return None
+        if has_table_alias_columns([r.node for r in st.refs]):
+            renamed = resolve_table_aliases(scopes, self.catalog, self.dialect)
+            if renamed:
+                st.findings.extend(renamed)
+                return None
         withheld: dict[int, dict[str, tuple[str, str]]] = {}
         st.findings.extend(filter_star_columns(scopes, self.checker, withheld))
         if withheld:
@@ -339,9 +360,9 @@ class Gate:
             if st.findings:
                 return st.result()
         tree = cap_limit(tree, self.profile.row_cap, self.dialect)
-        strip_comments(tree)
+        names = strip_comments(tree)
         sql = render(tree, self._dialect)
         if self.dialect == "postgres":
             st.findings.extend(pgparse.verify_output(sql, st.access.relations,
-                                                     self.profile.extra_functions))
+                                                     self.profile.extra_functions, names))
         return st.result(sql)

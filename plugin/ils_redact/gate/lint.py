@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlglot import exp
-from sqlglot.errors import OptimizeError
+from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import traverse_scope
@@ -30,9 +30,10 @@ from sqlglot.optimizer.scope import traverse_scope
 from ..catalog import Catalog
 from ..errors import IlsRedactError
 from ..rules import ALL_COLUMNS, Rules
+from .aliases import has_table_alias_columns, name_sources, resolve_table_aliases
 from .findings import Finding
 from .gate import Gate, GateResult
-from .names import full_schema, resolve_relations
+from .names import drop_dual, full_schema, resolve_relations
 from .profiles import Classifier
 from .statement import parse_statements
 
@@ -41,7 +42,7 @@ VERDICTS = ("disclosure", "statistics", "no-patron-data", "exposes", "invalid")
 INVALID_CODES = frozenset({
     "R-PARSE", "R-MULTI-STATEMENT", "R-NOT-SELECT", "R-COMMAND", "R-DML", "R-SELECT-INTO",
     "R-LOCKING", "R-UNKNOWN-RELATION", "R-UNKNOWN-COLUMN", "R-PARSER-DIFFERENTIAL",
-    "R-PARAMETER",
+    "R-PARAMETER", "R-ALIAS-COLUMNS",
 })
 
 
@@ -126,16 +127,27 @@ class Linter:
         if err is not None or len(trees) != 1:
             return {}
         tree = normalize_identifiers(trees[0], dialect=self.dialect)
-        refs, unknown = resolve_relations(tree, self.catalog, self.search_path)
+        if self.dialect == "mysql":
+            drop_dual(tree)
+        try:
+            if name_sources(tree, self.dialect):
+                return {}
+            refs, unknown = resolve_relations(tree, self.catalog, self.search_path)
+        except SqlglotError:
+            return {}
         out: dict[str, set[str]] = {r.relation: set() for r in refs}
         if unknown:
             return out
         try:
             tree = qualify(tree, schema=full_schema(self.catalog, self.dialect),
                            dialect=self.dialect, validate_qualify_columns=True)
-        except OptimizeError:
+        except SqlglotError:
             return out
-        for scope in traverse_scope(tree):
+        scopes = traverse_scope(tree)
+        if has_table_alias_columns([r.node for r in refs]):
+            # columns are read by position, whatever the alias list calls them
+            resolve_table_aliases(scopes, self.catalog, "postgres")
+        for scope in scopes:
             for col in scope.columns:
                 src = scope.sources.get(col.table)
                 if isinstance(src, exp.Table) and isinstance(src.this, exp.Identifier):

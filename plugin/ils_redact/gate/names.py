@@ -51,6 +51,20 @@ def resolve_name(catalog: Catalog, schema: str | None, name: str,
     return None
 
 
+def drop_dual(tree: exp.Expr) -> None:
+    """MariaDB: ``SELECT 1 FROM DUAL`` names no table (DUAL is a keyword there; a quoted
+    `` `DUAL` `` is a table name and stays one).  The FROM clause goes; MariaDB runs
+    ``SELECT ... WHERE ...`` without one."""
+    for from_ in list(tree.find_all(exp.From)):
+        t = from_.this
+        select = from_.parent
+        if isinstance(t, exp.Table) and isinstance(t.this, exp.Identifier) and \
+                not t.this.quoted and t.name.upper() == "DUAL" and not t.args.get("db") \
+                and not t.args.get("catalog") and not t.args.get("alias") and \
+                isinstance(select, exp.Select) and not select.args.get("joins"):
+            select.set("from_", None)
+
+
 def base_tables(tree: exp.Expr) -> tuple[list[exp.Table], list[exp.Table], list[Scope]]:
     """(base-table nodes, table-function nodes, scopes).  CTE references are neither."""
     scopes = traverse_scope(tree)

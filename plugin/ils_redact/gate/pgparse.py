@@ -78,6 +78,8 @@ class PgFacts:
     cte_refs: set[str] = field(default_factory=set)
     columns: set[str] = field(default_factory=set)
     functions: set[tuple[str, ...]] = field(default_factory=set)
+    #: schema-qualified operators (``OPERATOR(s.op)``): name parts
+    operators: set[tuple[str, ...]] = field(default_factory=set)
     types: set[tuple[str, ...]] = field(default_factory=set)
     into: bool = False
     locking: bool = False
@@ -155,6 +157,8 @@ class _Collector:
             return
         if kind == "FuncCall":
             f.functions.add(_names(node.get("funcname")))
+        elif kind == "A_Expr" and len(node.get("name") or ()) > 1:
+            f.operators.add(_names(node.get("name")))
         elif kind == "TypeCast":  # its typeName is an unwrapped TypeName
             f.types.add(_names((node.get("typeName") or {}).get("names")))
         elif kind == "SelectStmt":
@@ -251,9 +255,12 @@ def compare(facts: PgFacts, relations: set[str], columns: set[str], catalog: Cat
                       "check quoting and escapes", ", ".join(only_pg + only_sg))
 
 
-def verify_output(sql: str, relations: set[str], extra_functions: frozenset[str]
-                  ) -> Iterator[Finding]:
-    """The regenerated SQL must be exactly what was checked (see the module docstring)."""
+def verify_output(sql: str, relations: set[str], extra_functions: frozenset[str],
+                  columns: set[str] | None = None) -> Iterator[Finding]:
+    """The regenerated SQL must be exactly what was checked (see the module docstring).
+    ``columns``: the names of every column reference in the checked tree; the server's
+    parser must find no other (a word the generator wrote out that the gate did not read
+    as a column, such as an unquoted name in a keyword's place)."""
     facts, err = pg_facts(sql)
     if err is not None or facts is None:
         yield Finding("R-PARSER-DIFFERENTIAL", "the gate generated SQL the server's parser "
@@ -269,6 +276,11 @@ def verify_output(sql: str, relations: set[str], extra_functions: frozenset[str]
                           f"schema; please report this query", name)
             continue
         seen.add(f"{schema}.{name}")
+    if columns is not None and facts.columns - columns:
+        unread = sorted(facts.columns - columns)
+        yield Finding("R-PARSER-DIFFERENTIAL", f"generated SQL reads columns the gate did "
+                      f"not check ({', '.join(unread)}); please report this query",
+                      ", ".join(unread))
     if seen != relations:
         yield Finding("R-PARSER-DIFFERENTIAL", "generated SQL reads other relations than the "
                       "ones checked; please report this query",
@@ -284,6 +296,10 @@ def verify_output(sql: str, relations: set[str], extra_functions: frozenset[str]
             continue
         yield Finding("R-FUNCTION", f"the server would call {dotted}, which is not on the "
                       f"PostgreSQL allow-list", dotted)
+    for op in facts.operators:
+        if op[0] != "pg_catalog":
+            yield Finding("R-FUNCTION", f"the server would call operator {'.'.join(op)}, "
+                          f"outside pg_catalog", ".".join(op))
     if facts.any_sublink_functions & SCOPE_FUNCTIONS:
         yield Finding("R-SCOPE", "generated scope predicate compares with the rows of a "
                       "subquery instead of the elements of the patron array; please report "

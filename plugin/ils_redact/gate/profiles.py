@@ -18,7 +18,7 @@ Three check modes share one pipeline and differ only in the data built here:
 
 The classification is the rules' classification made transitive: an inheritance parent
 returns the rows of its children and a view runs with its owner's rights, so either is at
-least as confidential as anything it reads (THREAT_MODEL facts 2 and 10), whatever the
+least as confidential as anything it reads (docs/threat-model.md, facts 2 and 10), whatever the
 rules file says about it.
 """
 
@@ -218,9 +218,9 @@ def build_profile(rules: Rules, catalog: Catalog, name: str,
             scope[qualified] = t.patron_key
         scope_schema = None
         if catalog.engine == "mariadb" and catalog.database:
-            from ..backends.mariadb.state import layer_database
+            from ..backends import get_backend
 
-            scope_schema = layer_database(catalog.database)
+            scope_schema = get_backend(catalog.engine).layer_schema(catalog.database)
         return Profile(name, permitted, scope=scope, request_id=request_id,
                        request_columns=covered, scope_schema=scope_schema, **common)
     if name == "stats":

@@ -30,8 +30,12 @@ them, so a comment could otherwise carry text past the gate).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlglot import exp
-from sqlglot.dialects.dialect import DialectType
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.dialects.mysql import MySQL
+from sqlglot.generator import Generator
 
 from .findings import Finding, finding
 from .profiles import Profile
@@ -199,14 +203,54 @@ def _int(node: exp.Expr | None) -> int | None:
     return None
 
 
-def strip_comments(tree: exp.Expr) -> None:
+def strip_comments(tree: exp.Expr) -> set[str]:
+    """Drop every comment; returns the names of the column references met on the way
+    (the walk is needed anyway; the output check compares them with the server's
+    parse)."""
+    names: set[str] = set()
     for node in tree.walk():
         if node.comments:
             node.comments = None
+        if isinstance(node, exp.Column):
+            names.add(node.name)
+    return names
 
 
-def render(tree: exp.Expr, dialect: DialectType) -> str:
+def render(tree: exp.Expr, dialect: Dialect) -> str:
     """The SQL to execute, every identifier quoted (a name is then exactly the name that
     was checked, whatever its case or spelling).  ``copy=False``: the tree is the gate's
-    own and is not used again, and copying it is most of the generator's cost."""
-    return tree.sql(dialect=dialect, comments=False, copy=False, identify=True)
+    own and is not used again, and copying it is most of the generator's cost.
+
+    For MariaDB the MySQL generator is corrected where MariaDB differs from MySQL 8:
+    ``x REGEXP y`` stays an operator (MariaDB has no ``REGEXP_LIKE``)."""
+    generator = dialect.generator(comments=False, identify=True)
+    if isinstance(dialect, MySQL):
+        # sqlglot's generators are compiled classes that Python cannot subclass; the
+        # dispatch table is per instance, so this instance gets the corrected one
+        generator._dispatch = _mariadb_dispatch(generator._dispatch)  # noqa: SLF001
+    return generator.generate(tree, copy=False)
+
+
+_MARIADB_DISPATCH: dict[int, dict[type[exp.Expr], Callable[..., str]]] = {}
+
+
+def _mariadb_dispatch(base: dict[type[exp.Expr], Callable[..., str]]
+                      ) -> dict[type[exp.Expr], Callable[..., str]]:
+    hit = _MARIADB_DISPATCH.get(id(base))
+    if hit is None:
+        hit = {**base, exp.RegexpLike: _regexp_operator}
+        _MARIADB_DISPATCH[id(base)] = hit
+    return hit
+
+
+def _regexp_operator(gen: Generator, node: exp.RegexpLike) -> str:
+    """``(x REGEXP y)``, each side parenthesised unless it is a single term, so the
+    operator binds exactly what the function form bound (``regexp_like(a OR b, 'x')``)."""
+    def side(arg: exp.Expr | None) -> str:
+        if arg is None:
+            return "NULL"
+        if not isinstance(arg, (exp.Column, exp.Literal, exp.Func, exp.Paren, exp.Null,
+                                exp.Subquery)) or isinstance(arg, exp.Connector):
+            arg = exp.Paren(this=arg)
+        return gen.sql(arg)
+    return f"({side(node.this)} REGEXP {side(node.expression)})"

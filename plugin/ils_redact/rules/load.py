@@ -25,6 +25,7 @@ from .model import (
     HardeningSettings,
     IdentityTable,
     PatronModel,
+    ReleaseMark,
     Rules,
     StatisticsSettings,
 )
@@ -148,6 +149,7 @@ def _build(data: dict[str, Any], text: str, path: Path | None,
     disc = data.get("disclosure") or {}
     stats = data.get("statistics") or {}
     gate = data.get("gate") or {}
+    hardening = data.get("hardening") or {}
     reports = tuple(
         CustomReport(
             name=r["name"],
@@ -160,6 +162,13 @@ def _build(data: dict[str, Any], text: str, path: Path | None,
         )
         for r in stats.get("reports") or ()
     )
+    marks = data.get("releases") or {}
+    release_relations = {rel: ReleaseMark(m.get("since"), m.get("until"))
+                         for rel, m in (marks.get("relations") or {}).items()}
+    release_columns = {}
+    for name, m in (marks.get("columns") or {}).items():
+        rel, _, col = name.rpartition(".")
+        release_columns[(rel, col)] = ReleaseMark(m.get("since"), m.get("until"))
     policy = data.get("policy_text")
     policy_path = None
     if policy:
@@ -193,17 +202,24 @@ def _build(data: dict[str, Any], text: str, path: Path | None,
             access=disc.get("access", "function"),
         ),
         statistics=StatisticsSettings(k=stats.get("k", 11), reports=reports,
-                                      time_zone=stats.get("time_zone", "UTC")),
+                                      time_zone=stats.get("time_zone", "UTC"),
+                                      cost=stats.get("cost", "totals_first"),
+                                      protection=float(stats.get("protection", 0.5)),
+                                      exact_limit=stats.get("exact_limit", 400_000)),
         gate=GateSettings(
             row_cap=gate.get("row_cap", 1000),
             statement_timeout_ms=gate.get("statement_timeout_ms", 5000),
             functions=tuple(gate.get("functions") or ()),
         ),
         hardening=HardeningSettings(
-            revoke_public_temp=(data.get("hardening") or {}).get("revoke_public_temp", False),
-            temp_roles=tuple((data.get("hardening") or {}).get("temp_roles") or ()),
+            revoke_public_temp=hardening.get("revoke_public_temp", True),
+            temp_roles=tuple(hardening.get("temp_roles") or ()),
+            revoke_public_counters=hardening.get("revoke_public_counters", True),
+            counter_roles=tuple(hardening.get("counter_roles") or ()),
         ),
         policy_text=policy_path,
+        release_relations=release_relations,
+        release_columns=release_columns,
         path=path,
         lines=lines,
         raw_text=text,

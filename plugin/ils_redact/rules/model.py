@@ -21,8 +21,11 @@ from ..errors import IlsRedactError
 #: manage requests; ``disclosure`` and ``stats`` are the restricted roles; ``exporter``
 #: may only call the logged export function (the default way staff disclose);
 #: ``stats_owner`` owns the statistics reports (NOLOGIN, never granted to a person) and
-#: holds only the column grants they read.
-ROLE_KINDS = ("owner", "admin", "disclosure", "exporter", "stats", "stats_owner")
+#: holds only the column grants they read; ``export_owner`` (PostgreSQL) owns the logged
+#: export function (NOLOGIN, granted to nobody, itself a member of ``disclosure`` so that
+#: the export reads under that role's column grants and row policy).
+ROLE_KINDS = ("owner", "admin", "disclosure", "exporter", "stats", "stats_owner",
+              "export_owner")
 #: what `ils-redact staff grant --role` takes
 STAFF_KINDS = ("disclosure", "stats", "admin")
 
@@ -84,6 +87,11 @@ class StatisticsSettings:
     reports: tuple[CustomReport, ...] = ()
     #: month boundaries of every report (an IANA zone name, e.g. America/Chicago)
     time_zone: str = "UTC"
+    #: complementary suppression (ils_redact.stats.solve): the cost policy, the
+    #: protection level as a fraction of k, the exact solver's size limit
+    cost: str = "totals_first"
+    protection: float = 0.5
+    exact_limit: int = 400_000
 
 
 @dataclass(frozen=True)
@@ -95,16 +103,39 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class HardeningSettings:
-    """Database-wide settings beyond the allow-list.
+    """Database-wide settings beyond the allow-list (PostgreSQL), both on by default.
 
-    PostgreSQL grants TEMP on a database to PUBLIC, so a restricted role can create
-    temporary tables and functions.  Row-level security already stops a leaky temporary
-    function from seeing hidden rows (tested); revoking TEMP removes the tool as well, but
-    only by revoking it from PUBLIC and granting it back to the roles that need it, which
-    install records and uninstall restores."""
+    ``revoke_public_temp``: PostgreSQL grants TEMP on a database to PUBLIC, so a
+    restricted role can create temporary tables and functions.  Install revokes it from
+    PUBLIC and grants it back to the roles that had it and use this database (those that
+    own or hold something in it, the layer's roles and their members excepted) and to
+    ``temp_roles``.
 
-    revoke_public_temp: bool = False
+    ``revoke_public_counters``: the row and block counters (``pg_stat_xact_user_tables``,
+    ``pg_stat_get_*``, ...) count rows fetched before a row policy drops them, an oracle
+    over hidden rows for anyone who may run SQL.  Install revokes them from PUBLIC and
+    grants them back to the ILS owner, ``pg_read_all_stats`` and ``counter_roles``.
+
+    Install records what PUBLIC and each role held before; turning a setting off, or
+    uninstall, restores exactly that (docs/hardening.md)."""
+
+    revoke_public_temp: bool = True
     temp_roles: tuple[str, ...] = ()
+    revoke_public_counters: bool = True
+    counter_roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReleaseMark:
+    """The releases that have a name: ``[since, until)``; None is open-ended."""
+
+    since: str | None = None
+    until: str | None = None
+
+    def describe(self) -> str:
+        if self.since and self.until:
+            return f"from release {self.since} until {self.until}"
+        return f"from release {self.since}" if self.since else f"until release {self.until}"
 
 
 @dataclass(frozen=True)
@@ -123,6 +154,11 @@ class Rules:
     gate: GateSettings = GateSettings()
     hardening: HardeningSettings = HardeningSettings()
     policy_text: Path | None = None
+    #: ``releases.relations`` / ``releases.columns``: names that exist only in some
+    #: releases of the ILS (relation -> mark; (relation, column) -> mark)
+    release_relations: dict[str, ReleaseMark] = field(default_factory=dict, compare=False)
+    release_columns: dict[tuple[str, str], ReleaseMark] = field(default_factory=dict,
+                                                                compare=False)
     path: Path | None = None
     #: (key, key, index...) -> line in the rules file, for error messages.
     lines: dict[tuple[Any, ...], int] = field(default_factory=dict, repr=False, compare=False)

@@ -9,11 +9,12 @@ circulations), and that no view reading confidential data is classified as harml
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..catalog import Catalog, Relation
 from ..errors import RulesError, RulesErrors, did_you_mean
-from .model import ALL_COLUMNS, Rules
+from .model import ALL_COLUMNS, ReleaseMark, Rules
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,126 @@ def rules_errors(rules: Rules) -> list[RulesError]:
                 err(f"patron.barcode.{key} {col} is not an identity column of "
                     f"{p.barcode.relation}", "patron", "barcode", key)
 
+    errs.extend(_mark_errors(rules))
+
     names = [r.name for r in rules.statistics.reports]
     for i, name in enumerate(names):
         if name in names[:i]:
             err(f"statistics report {name} is defined twice", "statistics", "reports", i)
     return errs
+
+
+def _used_columns(rules: Rules) -> set[tuple[str, str]]:
+    """(relation, column) for every column the rules name."""
+    used = {(t.relation, c) for t in rules.identity for c in (*t.columns, *t.withheld)}
+    used |= {(t.relation, t.patron_key) for t in rules.identity}
+    used |= {(rel, c) for rel, cols in rules.secret.items() if cols != ALL_COLUMNS
+             for c in cols}
+    return used
+
+
+def _mark_errors(rules: Rules) -> list[RulesError]:
+    """A release mark must name something the rules use, and its range must be a range."""
+    from ..releases import version_key
+
+    errs = []
+    classified = set(_sections_of(rules))
+    used = _used_columns(rules)
+    marks: list[tuple[tuple, str, bool, ReleaseMark]] = [
+        (("releases", "relations", rel), rel, rel in classified, m)
+        for rel, m in rules.release_relations.items()]
+    marks += [(("releases", "columns", f"{rel}.{col}"), f"{rel}.{col}",
+               bool(rel) and (rel, col) in used, m)
+              for (rel, col), m in rules.release_columns.items()]
+    for path, name, is_used, m in marks:
+        line = rules.line(*path)
+        if not is_used:
+            what = "relation" if path[1] == "relations" else "column (relation.column)"
+            errs.append(RulesError(f"releases: {name} is not a {what} the rules name "
+                                   "elsewhere", path=rules.path, line=line))
+        if m.since and m.until and version_key(m.since) >= version_key(m.until):
+            errs.append(RulesError(f"releases: {name}: since {m.since} is not before "
+                                   f"until {m.until}", path=rules.path, line=line))
+    return errs
+
+
+def _absent_allowed(rules: Rules, catalog: Catalog, mark: ReleaseMark | None) -> bool:
+    """Whether a name the rules mark may be missing from this catalog: only when its
+    mark says this release lacks it, or when the release is unknown (then the name is
+    left out and `plan` says the release could not be read)."""
+    from ..releases import in_range
+
+    if mark is None:
+        return False
+    if not catalog.release:
+        return True
+    return not in_range(catalog.release, mark.since, mark.until)
+
+
+def _mark_hint(catalog: Catalog, mark: ReleaseMark | None) -> str:
+    if mark is None:
+        return ""
+    return f" (present {mark.describe()} by the rules; this database is {catalog.release})"
+
+
+def absent_names(rules: Rules, catalog: Catalog) -> tuple[set[str], set[tuple[str, str]]]:
+    """The marked relations and columns this catalog lacks, as its release allows."""
+    rels = {r for r, m in rules.release_relations.items()
+            if catalog.get(r) is None and _absent_allowed(rules, catalog, m)}
+    cols = set()
+    for (r, c), m in rules.release_columns.items():
+        found = catalog.get(r)
+        if r in rels or (found is not None and found.column(c) is None
+                         and _absent_allowed(rules, catalog, m)):
+            cols.add((r, c))
+    return rels, cols
+
+
+def for_catalog(rules: Rules, catalog: Catalog) -> Rules:
+    """The rules as they apply to this database's release: every name the release lacks
+    (as the rules' ``releases`` marks allow) left out.  The text, and so the sha256, is
+    the rules file's own.  Names without a mark are untouched (checking them is
+    ``check_against_catalog``'s job)."""
+    rels, cols = absent_names(rules, catalog)
+    if not rels and not cols:
+        return rules
+
+    def keep(rel: str, col: str) -> bool:
+        return (rel, col) not in cols
+
+    identity = tuple(
+        dataclasses.replace(t, columns=tuple(c for c in t.columns if keep(t.relation, c)),
+                            withheld={c: w for c, w in t.withheld.items()
+                                      if keep(t.relation, c)})
+        for t in rules.identity if t.relation not in rels)
+    secret = {rel: (v if v == ALL_COLUMNS else tuple(c for c in v if keep(rel, c)))
+              for rel, v in rules.secret.items() if rel not in rels}
+    patron = dataclasses.replace(rules.patron, display=tuple(
+        c for c in rules.patron.display if keep(rules.patron.relation, c)))
+    return dataclasses.replace(
+        rules, identity=identity, secret=secret, patron=patron,
+        confidential={r: w for r, w in rules.confidential.items() if r not in rels},
+        personal={r: w for r, w in rules.personal.items() if r not in rels},
+        other=tuple(r for r in rules.other if r not in rels),
+        release_relations={r: m for r, m in rules.release_relations.items()
+                           if r not in rels},
+        release_columns={k: m for k, m in rules.release_columns.items() if k not in cols})
+
+
+def release_notes(rules: Rules, catalog: Catalog) -> list[str]:
+    """One line about the release for `plan` and `rules check`."""
+    rels, cols = absent_names(rules, catalog)
+    left = len(rels) + len(cols)
+    if catalog.release:
+        out = [f"ILS release {catalog.release}"]
+        if left:
+            out.append(f"{len(rels)} relations and {len(cols)} columns the rules mark as "
+                       f"from other releases are not in this one (left out)")
+        return out
+    if left:
+        return [f"ILS release unknown: {len(rels)} relations and {len(cols)} columns the "
+                "rules mark as release-specific are missing and were left out"]
+    return ["ILS release unknown"]
 
 
 def check_against_catalog(rules: Rules, catalog: Catalog) -> list[Notice]:
@@ -122,16 +238,26 @@ def check_against_catalog(rules: Rules, catalog: Catalog) -> list[Notice]:
     def rel_or_err(name: str, *path: object) -> Relation | None:
         rel = catalog.get(name)
         if rel is None:
+            mark = rules.release_relations.get(name)
+            if _absent_allowed(rules, catalog, mark):
+                return None
             schema = name.split(".", 1)[0] if "." in name else None
             kind = "relation"
             if schema is not None and schema not in catalog.schemas:
                 kind = f"schema {schema} (in relation)"
-            err(f"unknown {kind} {name}", *path, hint=catalog.suggest_relation(name))
+            err(f"unknown {kind} {name}{_mark_hint(catalog, mark)}", *path,
+                hint=catalog.suggest_relation(name))
         return rel
+
+    rules_name = {catalog.qualify(r): r for r in (*_sections_of(rules), *rules.secret)}
 
     def col_or_err(rel: Relation, col: str, *path: object) -> None:
         if rel.column(col) is None:
-            err(f"unknown column {rel.qualified}.{col}", *path,
+            mark = rules.release_columns.get((rules_name.get(rel.qualified, rel.qualified),
+                                              col))
+            if _absent_allowed(rules, catalog, mark):
+                return
+            err(f"unknown column {rel.qualified}.{col}{_mark_hint(catalog, mark)}", *path,
                 hint=catalog.suggest_column(rel, col))
 
     resolved: dict[str, Relation] = {}
@@ -229,4 +355,5 @@ def unclassified(rules: Rules, catalog: Catalog, *,
     return out
 
 
-__all__ = ["Notice", "check_against_catalog", "check_rules", "did_you_mean", "unclassified"]
+__all__ = ["Notice", "absent_names", "check_against_catalog", "check_rules", "did_you_mean",
+           "for_catalog", "release_notes", "unclassified"]

@@ -6,11 +6,13 @@ the report functions in schema ``ils_redact_stats`` and nothing else.  Those fun
 are owned by ``<prefix>stats_owner`` (NOLOGIN, never granted to a person), which holds
 SELECT on exactly the columns the reports read.  Code: :mod:`.model` (reports as data),
 ``adapters/<ils>/reports.py`` (the standard reports), :mod:`.custom` (the rules' own,
-checked by the query gate), :mod:`.pgsql` (SQL), :mod:`.run` and :mod:`.render`, and
-``sql/postgresql/0003_stats.sql`` (suppression).  On MariaDB (Koha) the same reports and
-the same suppression run as SQL SECURITY DEFINER procedures of a ``stats_owner`` role
-granted to nobody: ``backends/mariadb/stats.py``, ``stats_run.py`` and
-``sql/mariadb/0003_stats.sql``.
+checked by the query gate), :mod:`.pgsql` (SQL), :mod:`.solve` (suppression),
+:mod:`.publish` (publication), :mod:`.run` and :mod:`.render`, and the layer files
+``sql/postgresql/0003_stats.sql`` and ``0006_stats_publication.sql``.  On MariaDB (Koha)
+the same reports read what ``stats publish`` recorded through SQL SECURITY DEFINER
+procedures of a ``stats_owner`` role granted to nobody: ``backends/mariadb/stats.py``,
+``stats_run.py``, ``stats_publish.py`` and ``sql/mariadb/0003_stats.sql``,
+``0005_stats_publication.sql``.
 
 What is released, and why it is safe
 ====================================
@@ -30,38 +32,37 @@ suppressed (value NULL, ``suppressed`` true).
    code, home library, profile, birth year) is counted instead, which merges people and
    so is again a lower bound.
 
-2. *Complementary suppression within a page.*  The released entries of a page and the
-   facts "rows add up to their totals, columns to theirs" form a linear system in the
-   suppressed entries.  Write the table with its totals as a bipartite graph (a vertex
-   per row, the totals row included, and per column, the totals column included; a
-   suppressed entry is an edge).  A suppressed entry is determined by the released ones
-   exactly when it is a bridge of that graph: if it lies on a cycle, adding +1, -1, +1 ...
-   around the cycle changes it and keeps every row and column sum.  ``suppress_page``
-   adds the cheapest released entry that closes a cycle through each bridge until there
-   is none (first, cheaply, until no row or column holds exactly one suppressed entry).
-   A one-way page has one equation (cells add up to the total): one suppressed entry is
-   solvable, two are not.  Zero cells are simply absent (known to be zero, no patron).
-   ``tests/test_stats_pg.py`` solves the system with exact fractions for every page.
+2. *Complementary suppression within a page, at least cost, with protection
+   intervals* (:mod:`.solve`).  The released entries of a page, the facts "rows add up
+   to their totals, columns to theirs" and "counts are never negative" let an attacker
+   bound each suppressed entry by linear programming.  Each entry suppressed for fewer
+   than k patrons must stay uncertain by a protection level either way
+   (``statistics.protection`` x k, rounded up); the complements are the least-cost set
+   under ``statistics.cost`` that achieves it, solved exactly (HiGHS through SciPy's
+   ``milp``; a greedy fallback past ``statistics.exact_limit``, recorded).  The tests
+   solve the attacker's LP for every suppressed entry and, as before, the linear system
+   with exact fractions.  (Layers 3-5 suppressed in SQL by closing a cycle through every
+   bridge of the suppression graph: ``suppress_page`` in ``0003_stats.sql``, kept for
+   the exact-recovery tests.)
 
-3. *No differencing between runs.*  ``--from`` and ``--to`` must fall on the first day of
-   a month (in ``statistics.time_zone``, pinned into the report, so a session's TimeZone
-   cannot move a boundary), and the current, incomplete month is never reported.  Every
-   total is within a page: no total ever spans months.  The page of a month depends only
-   on that month's records (suppression is a deterministic function of the page's cells),
-   so a run over a year and a run over any month of it release the same entries for that
-   month: the union of everything any set of runs can release is the union of
-   independently protected pages, and a period minus a sub-period reveals nothing a page
-   does not.  Tested: overlapping runs give identical pages; misaligned or incomplete
-   periods are refused.
+3. *Published once: no differencing between runs, over time or across reports*
+   (:mod:`.publish`).  An administrator publishes a month (``stats publish``); the
+   released entries are recorded in the layer (``0006_stats_publication.sql``,
+   ``sql/mariadb/0005_stats_publication.sql``), readable only by the statistics owner,
+   and the report functions return published months only.  A later run, a run over an
+   overlapping period, a change of k or of the records after publication all return the
+   same page.  A number two reports share (the month's circulations are the grand total
+   of three reports) is kept as the first publication released it, or suppressed and
+   protected; whenever such a shared number is suppressed it is protected like a small
+   cell, so no report narrows it for another.  Periods are whole months in a fixed time
+   zone (``statistics.time_zone``), the current month is never reported, and no total
+   spans months.
 
-What this does not cover: records of a past month
-that change after the fact (a loan aged or deleted, a patron's current profile or home
-library changing, which the profile and registration reports group by) produce a
-different page for that month in a later run; the difference between the two pages
-concerns the patrons who changed.  A change of k changes suppression patterns.  Two
-different reports share their monthly grand totals (circulations); a total suppressed in
-one and released in another is recomputable there.  Noise is deliberately not used:
-without a privacy budget it averages away.
+What this does not cover: knowledge from outside the published numbers; a chain of
+several shared numbers across more than two reports is checked by the tests for the
+standard reports (the joint LP over the three circulation reports of a month), not
+proven in general.  Noise is deliberately not used: without a privacy budget it
+averages away.
 """
 
 from __future__ import annotations

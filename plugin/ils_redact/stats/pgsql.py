@@ -21,14 +21,14 @@ import json
 
 from psycopg import sql
 
-from ..backends.postgresql.generated import Generated, definer_function
+from ..backends.postgresql.generated import PINS, Generated, definer_function
 from ..errors import IlsRedactError
 from .model import Dim, Measure, Report
 
 SCHEMA = "ils_redact_stats"
 #: functions of the layer file in the same schema (a report may not take their names)
 HELPERS = frozenset({"period_bounds", "first_bridge", "reachable", "suppress_page",
-                     "reports"})
+                     "reports", "publications", "publication", "published"})
 RETURNS = ("TABLE (period date, measure text, kind text, row_value text, col_value text, "
            "value bigint, suppressed boolean)")
 
@@ -127,32 +127,37 @@ def cells_sql(m: Measure, tz: str, bounds: tuple[sql.Composable, sql.Composable]
 
 
 def report_body(report: Report, k: int, tz: str) -> sql.Composable:
-    """plpgsql: the period's bounds first, then the query by EXECUTE ... USING, so it is
-    planned with the bounds known (a cached generic plan would guess a parameterised
-    range as selective and walk the time index over the whole table)."""
-    bounds = (sql.SQL("$1"), sql.SQL("$2"))
-    cells = sql.SQL("\n    UNION ALL\n    ").join(cells_sql(m, tz, bounds)
-                                                 for m in report.measures)
-    query = sql.SQL("""
-WITH cells AS (
-    {cells}
-)
-SELECT s.period, s.measure, s.kind, s.row_value, s.col_value, s.value, s.suppressed
-FROM (SELECT g.m, g.meas,
-             array_agg(g.r ORDER BY g.r, g.c) AS rs, array_agg(g.c ORDER BY g.r, g.c) AS cs,
-             array_agg(g.v ORDER BY g.r, g.c) AS vs, array_agg(g.np ORDER BY g.r, g.c) AS ps
-      FROM cells g GROUP BY g.m, g.meas) p
-CROSS JOIN LATERAL ils_redact_stats.suppress_page({k}, p.m, p.meas, p.rs, p.cs, p.vs, p.ps) s
-ORDER BY s.period, s.measure, s.kind <> 'cell', s.kind, s.row_value, s.col_value
-""").format(cells=cells, k=sql.Literal(int(k)))
+    """plpgsql: the period's bounds (whole, complete months in the report's zone), then
+    the published entries of those months (``ils_redact_stats.published``, written by
+    ``ils-redact stats publish``), and nothing else: the function counts nothing itself,
+    so every call for a month returns the page published for it.  ``k`` is the rules'
+    current threshold, named in the function's comment; a page keeps the k it was
+    published with (``publications()``)."""
+    del k
     return sql.SQL("""
 DECLARE
     b record;
 BEGIN
     SELECT * INTO b FROM ils_redact_stats.period_bounds(p_from, p_to, {tz});
-    RETURN QUERY EXECUTE {query} USING b.lo, b.hi;
+    RETURN QUERY
+    SELECT CASE WHEN p.period = '-infinity' THEN NULL ELSE p.period END, p.measure, p.kind,
+           p.row_value, p.col_value, p.value, p.suppressed
+    FROM ils_redact_stats.published p
+    WHERE p.report = {name}
+      AND p.period >= coalesce((b.lo AT TIME ZONE {tz})::date, '-infinity'::date)
+      AND p.period < (b.hi AT TIME ZONE {tz})::date
+    ORDER BY p.period, p.measure, p.kind <> 'cell', p.kind, p.row_value, p.col_value;
 END
-""").format(tz=sql.Literal(tz), query=sql.Literal(query.as_string(None)))
+""").format(tz=sql.Literal(tz), name=sql.Literal(report.name))
+
+
+def live_sql(report: Report, tz: str, lo: object, hi: object) -> sql.Composed:
+    """The counts a page is published from: every measure's plain GROUP BY over
+    [lo, hi) (timestamps), codes turned into names; (month, measure, row, column,
+    records, distinct patrons).  Run by ``stats publish`` as the statistics owner."""
+    bounds = (sql.SQL("{}::timestamptz").format(sql.Literal(lo)),
+              sql.SQL("{}::timestamptz").format(sql.Literal(hi)))
+    return sql.SQL("\nUNION ALL\n").join(cells_sql(m, tz, bounds) for m in report.measures)
 
 
 def report_function(report: Report, k: int, tz: str) -> Generated:
@@ -181,7 +186,7 @@ def catalog_function(reports: list[Report], k: int, tz: str) -> Generated:
         "cols_title text, measures text[], timed boolean, custom boolean, k integer, "
         "time_zone text)\n"
         "    LANGUAGE sql IMMUTABLE\n"
-        "    SET search_path = pg_catalog, pg_temp\n"
+        + PINS +
         "AS $fn$ VALUES\n    {}\n$fn$").format(rows))
     return Generated("ils_redact_stats.reports()", "stats_owner", create, ("stats",),
                      "the statistics reports installed: " + json.dumps(

@@ -13,6 +13,7 @@ import io
 import json
 from collections import OrderedDict
 
+from ..text import csv_label
 from .model import RESULT_COLUMNS
 from .run import Entry, ReportResult
 
@@ -24,8 +25,10 @@ def to_csv(result: ReportResult) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(RESULT_COLUMNS)
     for e in result.entries:
-        w.writerow([e.period.isoformat() if e.period else "", e.measure, e.kind,
-                    e.row_value or "", e.col_value or "",
+        # labels come from the ILS (branch, category, item type names anyone with the
+        # ILS's staff client may edit): escaped and never a spreadsheet formula
+        w.writerow([e.period.isoformat() if e.period else "", csv_label(e.measure), e.kind,
+                    csv_label(e.row_value or ""), csv_label(e.col_value or ""),
                     "" if e.value is None else e.value, "true" if e.suppressed else "false"])
     return buf.getvalue()
 

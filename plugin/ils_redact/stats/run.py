@@ -47,21 +47,85 @@ class Entry:
     suppressed: bool
 
 
+@dataclass(frozen=True)
+class Published:
+    """One published month of a report (``publications()``): what a run covers."""
+
+    period: dt.date | None
+    k: int
+    protection: int
+    cost: str
+    method: str
+    released: int
+    primary: int
+    complement: int
+    shared: int
+    published_at: str
+
+
 @dataclass
 class ReportResult:
     info: ReportInfo
     period_from: dt.date | None
-    period_to: dt.date | None
+    period_to: dt.date | None  # exclusive
     entries: list[Entry] = field(default_factory=list)
+    #: the published months in the period (None: the layer predates publication)
+    months: list[Published] | None = None
+
+    def covers_text(self) -> str:
+        """Which months the run covers, in one line."""
+        if self.months is None:
+            return "months as counted now (layer without publication)"
+        if not self.months:
+            return ("no published month in this period: an administrator publishes "
+                    "months with `ils-redact stats publish`")
+        names = [m.period.strftime("%Y-%m") if m.period else "all time" for m in self.months]
+        ks = sorted({m.k for m in self.months})
+        text = (f"covers {len(names)} published month{'s' if len(names) > 1 else ''}: "
+                f"{_ranges(names)} (k = {', '.join(map(str, ks))}); "
+                f"{sum(m.released for m in self.months)} entries released, "
+                f"{sum(m.primary for m in self.months)} suppressed below k, "
+                f"{sum(m.complement for m in self.months)} as complements")
+        shared = sum(m.shared for m in self.months)
+        heuristic = sum("heuristic" in m.method for m in self.months)
+        if shared:
+            text += f", {shared} as another report published them"
+        if heuristic:
+            text += (f"; {heuristic} month{'s' if heuristic > 1 else ''} solved by the "
+                     "greedy fallback (statistics.exact_limit)")
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "report": asdict(self.info) | {"measures": list(self.info.measures)},
             "from": self.period_from.isoformat() if self.period_from else None,
             "to": self.period_to.isoformat() if self.period_to else None,
+            "covers": None if self.months is None else [
+                asdict(m) | {"period": m.period.isoformat() if m.period else None}
+                for m in self.months],
             "entries": [asdict(e) | {"period": e.period.isoformat() if e.period else None}
                         for e in self.entries],
         }
+
+
+def _ranges(months: list[str]) -> str:
+    """2026-01, 2026-02, 2026-03, 2026-05 -> 2026-01..2026-03, 2026-05."""
+    out: list[list[str]] = []
+    for m in months:
+        if out and m != "all time" and out[-1][-1] != "all time":
+            y, mo = map(int, out[-1][-1].split("-"))
+            nxt = f"{y + mo // 12:04d}-{mo % 12 + 1:02d}"
+            if m == nxt:
+                out[-1].append(m)
+                continue
+        out.append([m])
+    return ", ".join(g[0] if len(g) == 1 else f"{g[0]}..{g[-1]}" for g in out)
+
+
+def in_period(months: list[Published], lo: dt.date | None, hi: dt.date | None
+              ) -> list[Published]:
+    return [m for m in months if m.period is None
+            or ((lo is None or m.period >= lo) and (hi is None or m.period < hi))]
 
 
 def _not_installed(exc: Exception) -> IlsRedactError:
@@ -137,4 +201,20 @@ def run_report(conn: psycopg.Connection, name: str, period_from: dt.date | None 
     except errors.InsufficientPrivilege as exc:
         conn.rollback()
         raise _not_installed(exc) from None
-    return ReportResult(info, period_from, period_to, [Entry(*r) for r in rows])
+    return ReportResult(info, period_from, period_to, [Entry(*r) for r in rows],
+                        publications(conn, info.name, period_from, period_to))
+
+
+def publications(conn: psycopg.Connection, name: str, lo: dt.date | None,
+                 hi: dt.date | None) -> list[Published] | None:
+    """The published months of report ``name`` in [lo, hi); None before layer 6."""
+    try:
+        rows = conn.execute(sql.SQL(
+            "SELECT period, k, protection, cost, method, released, primary_suppressed, "
+            "complement_suppressed, shared_suppressed, published_at::text "
+            "FROM {}.publications() WHERE report = %s ORDER BY period").format(
+            sql.Identifier(SCHEMA)), (name,)).fetchall()
+    except errors.UndefinedFunction:
+        conn.rollback()
+        return None
+    return in_period([Published(*r) for r in rows], lo, hi)

@@ -364,7 +364,7 @@ def view_query(view: Relation, catalog: Catalog) -> sql.Composed:
             from_ = sql.SQL("{} LEFT JOIN {} {} ON false").format(
                 from_, _ident(other.qualified), alias[other.qualified])
         branches.append(sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(exprs), from_))
-    return sql.SQL(" UNION ALL ").join(branches)  # type: ignore[return-value]
+    return sql.SQL(" UNION ALL ").join(branches)
 
 
 def _view_order(catalog: Catalog) -> list[Relation]:
@@ -431,7 +431,7 @@ def build_schema(conn: psycopg.Connection, catalog: Catalog | None = None, *,
     text = ";\n".join(s.as_string(conn) for s in stmts)
     # one simple-protocol round trip: PostgreSQL runs it as one implicit transaction even
     # on an autocommit connection
-    conn.execute(text)  # type: ignore[arg-type]
+    conn.execute(text)
     log.debug("built %d statements in %.2fs", total, time.perf_counter() - t0)
     if progress:
         progress("schema", total, total)
@@ -842,7 +842,7 @@ class _Filler:
         # and seed of fill(): no text from outside reaches the query
         query = (f"INSERT INTO {_qt(table)} ({', '.join(map(_qi, ordered))}) SELECT "  # noqa: S608
                  + ", ".join(values[c] for c in ordered) + f" FROM {from_sql}")
-        cur = self.conn.execute(query)  # type: ignore[call-overload]
+        cur = self.conn.execute(query)
         n = max(cur.rowcount, 0)
         self.counts[table] = self.counts.get(table, 0) + n
         return n
@@ -977,15 +977,15 @@ def _prepare(f: _Filler) -> None:
              for t, name, _ in [*f.fks, *f.uniques]]
     drops += [f"DROP INDEX {name}" for name, _ in f.indexes]
     if drops:
-        conn.execute(";\n".join(drops))  # type: ignore[call-overload]
+        conn.execute(";\n".join(drops))
 
 
 def _restore_indexes(f: _Filler) -> None:
     for t, name, definition in f.uniques:
-        f.conn.execute(  # type: ignore[call-overload]
+        f.conn.execute(
             f"ALTER TABLE {t} ADD CONSTRAINT {_qi(name)} {definition}")
     for _, definition in f.indexes:
-        f.conn.execute(definition)  # type: ignore[call-overload]
+        f.conn.execute(definition)
 
 
 def _restore_foreign_keys(f: _Filler) -> None:
@@ -993,12 +993,12 @@ def _restore_foreign_keys(f: _Filler) -> None:
     for t, name, definition in f.fks:
         by_table.setdefault(t, []).append(f"ADD CONSTRAINT {_qi(name)} {definition}")
     for t, clauses in by_table.items():
-        f.conn.execute(f"ALTER TABLE {t} " + ", ".join(clauses))  # type: ignore[call-overload]
+        f.conn.execute(f"ALTER TABLE {t} " + ", ".join(clauses))
 
 
 def _analyze(f: _Filler) -> None:
     tables = [t for t in FILLED_TABLES if f.counts.get(t)] + ["money.billable_xact"]
-    f.conn.execute("ANALYZE " + ", ".join(_qt(t) for t in tables))  # type: ignore[call-overload]
+    f.conn.execute("ANALYZE " + ", ".join(_qt(t) for t in tables))
 
 
 def _fill_reference(f: _Filler) -> None:

@@ -2,7 +2,7 @@
 group as Evergreen and any third-party adapter.
 
 The preset (``preset.yaml``) is built from the real schema facts shipped beside it
-(``catalog.json.gz``, a copy of ``shared/schemas/koha_catalog.json``) by
+(``catalog.json.gz``) by
 ``tools/build_koha_preset.py``; ``fixture.py`` builds a Koha-shaped database from the
 same facts for tests, the demo and the benchmark.
 """

@@ -1,14 +1,13 @@
 """A Koha database for demos, tests and benchmarks: the real schema and deterministic data.
 
 ``build_schema`` creates, in the (empty) database the connection uses, every one of the
-293 tables of the Koha schema facts shipped with the adapter (``catalog.json.gz``, a copy
-of ``shared/schemas/koha_catalog.json``): real columns in their real order and MariaDB
-types, NOT NULL, primary keys, unique constraints and the 403 foreign keys with their
-ON DELETE / ON UPDATE actions, InnoDB with the table's collation.  The facts carry no
-defaults, secondary indexes or AUTO_INCREMENT flags, so: a single-column integer primary
-key that is not also a foreign key is AUTO_INCREMENT (as Koha declares them), a NOT
-NULL ``timestamp`` defaults to CURRENT_TIMESTAMP (as Koha's do), and there are no other
-indexes than the keys (InnoDB indexes every foreign key).
+293 tables of the Koha schema facts shipped with the adapter (``catalog.json.gz``): real
+columns in their real order and MariaDB types, NOT NULL, primary keys, unique constraints
+and the 403 foreign keys with their ON DELETE / ON UPDATE actions, InnoDB with the table's
+collation. The facts carry no defaults, secondary indexes or AUTO_INCREMENT flags, so: a
+single-column integer primary key that is not also a foreign key is AUTO_INCREMENT (as
+Koha declares them), a NOT NULL ``timestamp`` defaults to CURRENT_TIMESTAMP (as Koha's
+do), and there are no other indexes than the keys (InnoDB indexes every foreign key).
 
 ``fill`` loads deterministic synthetic data (libraries, patron categories, patrons with
 names, card numbers, addresses, phones, emails and dates of birth, staff accounts,

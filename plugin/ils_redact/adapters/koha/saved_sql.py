@@ -37,13 +37,21 @@ class SavedReport:
 
 
 def read_reports(conn: Any, database: str) -> list[SavedReport]:
-    """Every saved report of the Koha database, by id."""
-    from ...backends.mariadb.sqltext import qname
+    """Every saved report of the Koha database, by id, from the base table only: a view
+    named ``saved_sql`` (the Koha account may plant one) would run its author's code
+    with the privileges of whoever lints (backends/mariadb/basetable.py)."""
+    from ...backends.mariadb.basetable import read_base_table
 
-    cur = conn.cursor()
-    cur.execute(f"SELECT id, report_name, savedsql FROM {qname(database, 'saved_sql')} "  # noqa: S608
-                "ORDER BY id")
-    return [SavedReport(int(i), str(n or ""), str(s or "")) for i, n, s in cur.fetchall()]
+    rows = read_base_table(conn, database, "saved_sql")
+    return sorted((SavedReport(int(r["id"]), _text(r.get("report_name")),
+                               _text(r.get("savedsql"))) for r in rows),
+                  key=lambda r: r.id)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value or "")
 
 
 def checkable(sql: str) -> str:

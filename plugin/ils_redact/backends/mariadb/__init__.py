@@ -8,7 +8,8 @@ See ``generated.py`` for why those views are TEMPTABLE with a LIMIT, and ``plann
 for how an install that cannot be one transaction is still safe to interrupt.
 
 Public API (the same names as the PostgreSQL backend, used by the CLI and tests):
-``connect``, ``read_catalog``, ``compute_install_plan``, ``offline_install_plan``,
+``connect``, ``read_catalog``, ``recorded_catalog`` (the catalog install recorded, for
+the query gate of staff logins), ``compute_install_plan``, ``offline_install_plan``,
 ``install``, ``compute_uninstall_plan``, ``uninstall``, ``status``, ``plan_digest``.
 """
 
@@ -22,8 +23,9 @@ from .apply import (
     status,
     uninstall,
 )
-from .connection import connect
-from .introspect import read_catalog
+from .connection import connect, read_only_reason, require_primary
+from .introspect import read_catalog, recorded_catalog
+from .replication import replication_status, replication_text
 from .state import layer_database
 
 ENGINE = "mariadb"
@@ -39,6 +41,11 @@ __all__ = [
     "plan_digest",
     "procedures",
     "read_catalog",
+    "read_only_reason",
+    "replication_status",
+    "replication_text",
+    "require_primary",
+    "recorded_catalog",
     "staff",
     "status",
     "uninstall",

@@ -31,13 +31,14 @@ from .connection import (
     release_lock,
     require_admin,
     require_mariadb,
+    require_real_clock,
+    use_database_sql,
 )
 from .introspect import read_catalog
 from .layer import layer_version_available
 from .planner import (
     ROLE_KINDS,
     MariaPlan,
-    digest,
     names_for,
     plan_install,
     preamble,
@@ -53,7 +54,7 @@ log = logging.getLogger("ils_redact.sql")
 def plan_digest(plan: Plan) -> str:
     """sha256 of the statements: ``install --expect`` refuses a plan other than the one
     reviewed."""
-    return digest(plan)
+    return plan.digest()
 
 
 def _role_names(rules: Rules, database: str) -> tuple[list[str], str]:
@@ -109,7 +110,7 @@ class _Progress:
         self.conn.execute(
             f"INSERT INTO {qname(self.layer, 'install_run')} (action, plan_sha256, "
             "steps_total, by_user, started_at) VALUES (%s, %s, %s, CURRENT_USER(), "
-            "UTC_TIMESTAMP(6))", (self.plan.action, digest(self.plan), len(self.plan.steps)))
+            "UTC_TIMESTAMP(6))", (self.plan.action, self.plan.digest(), len(self.plan.steps)))
         self.run_id = self.conn.insert_id()
         return True
 
@@ -126,11 +127,38 @@ class _Progress:
                               "WHERE finished_at IS NULL AND action = %s", (self.plan.action,))
 
 
+def _layer_exists(conn: Connection, layer: str) -> bool:
+    return conn.execute("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                        (layer,)).fetchone() is not None
+
+
 def _execute(conn: Connection, plan: Plan, layer: str, *, progress: bool = True) -> None:
+    """Apply the steps in order, each durable on its own.
+
+    The layer's routines are created with the layer database as the default database:
+    MariaDB gives a routine's undeclared string parameters, variables and return values
+    the collation of the default database at CREATE time, so created from a Koha
+    database (utf8mb4_unicode_ci, as Koha's installer makes it) a function's result and
+    the routine's literals (the connection's collation) would be two coercible strings
+    of different collations, and every comparison of them fails ("Illegal mix of
+    collations").  In the layer database (utf8mb4_bin) binary wins each comparison."""
+    home = conn.execute("SELECT DATABASE()").fetchone()[0]  # none for uninstall --orphaned
+    try:
+        _execute_steps(conn, plan, layer, progress=progress)
+    finally:
+        if home and conn.execute("SELECT DATABASE()").fetchone()[0] != home:
+            conn.execute(use_database_sql(home))
+
+
+def _execute_steps(conn: Connection, plan: Plan, layer: str, *, progress: bool) -> None:
     track = _Progress(conn, layer, plan) if progress else None
     total = len(plan.steps)
+    in_layer = False
     for i, step in enumerate(plan.steps, start=1):
         log.debug("%s", step.sql)
+        if not in_layer and step.kind != "bootstrap" and _layer_exists(conn, layer):
+            conn.execute(use_database_sql(layer))
+            in_layer = True
         try:
             conn.execute(step.sql).fetchall()
         except pymysql.err.MySQLError as exc:
@@ -163,6 +191,7 @@ def install(conn: Connection, rules: Rules, *, lock_timeout: str = "10s",
             expect: str | None = None) -> MariaPlan:
     require_mariadb(conn)
     require_admin(conn, "install")
+    require_real_clock(conn, "install")
     database = current_database(conn)
     timeout = parse_timeout(lock_timeout)
     _session(conn, timeout)
@@ -174,9 +203,23 @@ def install(conn: Connection, rules: Rules, *, lock_timeout: str = "10s",
                              f"{plan_digest(plan)[:16]}, expected {expect[:16]}); nothing "
                              "was changed", hint="run `ils-redact plan` again and review it")
         _execute(conn, plan, layer_database(database))
+        if plan.empty:
+            record_noop_install(conn, rules, layer_database(database))
     finally:
         release_lock(conn, database)
     return plan
+
+
+def record_noop_install(conn: Connection, rules: Rules, layer: str) -> None:
+    """As on PostgreSQL: a no-op install records the rules it ran with, once."""
+    table = qname(layer, "install_log")
+    row = conn.execute(f"SELECT rules_sha256 FROM {table} WHERE action = 'install' "
+                       "ORDER BY id DESC LIMIT 1").fetchone()
+    if row is not None and row[0] == rules.sha256:
+        return
+    conn.execute(f"INSERT INTO {table} (action, tool_version, layer_version, rules_sha256, "
+                 "changes, by_user, at) VALUES ('install', %s, %s, %s, 0, CURRENT_USER(), "
+                 "UTC_TIMESTAMP(6))", (__version__, layer_version_available(), rules.sha256))
 
 
 def compute_uninstall_plan(conn: Connection, rules: Rules | None = None, *,

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pymysql
 import pymysql.cursors
 
-from ...errors import ConnectionFailed, StateError
+from ...errors import ConnectionFailed, ReadOnlyServer, StateError
 from .sqltext import ident, string
 
 log = logging.getLogger("ils_redact.sql")
@@ -137,6 +137,43 @@ def connect(dsn: str, *, debug: bool = False, autocommit: bool = False,
     return conn
 
 
+#: authentication plugins that check a password the client sends
+PASSWORD_PLUGINS = frozenset({"mysql_native_password", "mysql_old_password", "ed25519",
+                              "parsec", "caching_sha2_password", "sha256_password", "pam"})
+
+
+def password_was_checked(conn: Connection) -> bool:
+    """Whether MariaDB authenticated this connection by a password: the account's own
+    ``SHOW CREATE USER`` (an account may always see its own) names only password
+    plugins, with a password set; an alternative that ignores the password
+    (``unix_socket``, ``gssapi``, ``named_pipe``) is accepted only over TCP, where it
+    cannot have let the connection in.  An account with no authentication at all (no
+    password) is refused, whatever MariaDB did with the password typed."""
+    rows = conn.rows("SHOW CREATE USER CURRENT_USER()")
+    text = str(rows[0][0]) if rows else ""
+    _, _, auth = text.partition(" IDENTIFIED ")
+    if not auth:
+        return False
+    alternatives = re.split(r"\s+OR\s+", auth.split(" REQUIRE ")[0].split(" WITH ")[0])
+    password = False
+    for alt in alternatives:
+        # "VIA a OR b USING '...'": the alternatives after the first name no VIA
+        m = re.match(r"(?:BY PASSWORD\s+'([^']*)')|(?:(?:VIA\s+)?`?(\w+)`?(?:\s+USING\s+"
+                     r"'([^']*)')?)", alt.strip())
+        if not m:
+            return False
+        if m[1] is not None:
+            plugin, value = "mysql_native_password", m[1]
+        else:
+            plugin, value = m[2].lower(), m[3]
+        if plugin in PASSWORD_PLUGINS:
+            if value or plugin == "pam":
+                password = True
+        elif getattr(conn, "unix_socket", None):
+            return False
+    return password
+
+
 def scalar(conn: Connection, query: str, params: Any = None) -> Any:
     row = conn.execute(query, params).fetchone()
     return row[0] if row else None
@@ -171,6 +208,70 @@ def require_mariadb(conn: Connection) -> str:
         raise StateError(f"MariaDB {version} is too old; the Koha backend needs 10.6 or later "
                          "(JSON_TABLE)")
     return version
+
+
+def replica_source(conn: Connection) -> str | None:
+    """``host:port`` this server replicates from, when it is a replica and the account may
+    see its replica status (REPLICA MONITOR, SUPER or an administrator); else None."""
+    try:
+        cur = conn.cursor(pymysql.cursors.DictCursor)
+        try:
+            cur.execute("SHOW ALL REPLICAS STATUS")
+            rows = list(cur.fetchall())
+        finally:
+            cur.close()
+    except pymysql.err.MySQLError:  # no privilege to look: read_only still tells
+        return None
+    for r in rows:
+        if r.get("Slave_SQL_Running") == "Yes" or r.get("Slave_IO_Running") in ("Yes",
+                                                                                "Connecting"):
+            return f"{r.get('Master_Host')}:{r.get('Master_Port')}"
+    return None
+
+
+def read_only_reason(conn: Connection) -> str | None:
+    """Why this server must not take ils-redact's writes, or None.
+
+    ``read_only`` stops every account without READ ONLY ADMIN (root keeps writing, so an
+    install as root on a replica would succeed and then break replication); a running
+    replica with ``read_only`` off is refused too: the audit log's hash chain and the
+    request numbers must have one writer, or the replica's copy diverges and replication
+    stops at the first duplicate key."""
+    source = replica_source(conn)
+    if source:
+        return f"a replica of {source} (read-only for ils-redact)"
+    if scalar(conn, "SELECT @@read_only"):
+        return "a read-only server (read_only is ON: a replica)"
+    return None
+
+
+def require_primary(conn: Connection, action: str) -> None:
+    """Refuse, in one line and before anything is printed or written, a command that
+    writes (``action`` names it) on a replica."""
+    why = read_only_reason(conn)
+    if why:
+        where = f"{conn.host}:{conn.port}"
+        raise ReadOnlyServer(f"{action} writes, but {where} is {why}",
+                             hint="run it against the primary")
+
+
+def sysdate_is_now(conn: Connection) -> bool:
+    """Whether the server runs with ``--sysdate-is-now``: SYSDATE() is then NOW(), which
+    any session moves with ``SET timestamp``.  Asked by moving this statement's clock
+    to 1970: the real SYSDATE() does not follow."""
+    year = scalar(conn, "SET STATEMENT timestamp = 86400 FOR SELECT YEAR(SYSDATE())")
+    return int(year) < 2000
+
+
+def require_real_clock(conn: Connection, action: str) -> None:
+    """The layer decides expiry, scope, audit times and statistics periods by SYSDATE():
+    refuse a server on which it follows a clock the caller sets."""
+    if sysdate_is_now(conn):
+        raise StateError(f"{action} refused: the server runs with --sysdate-is-now, so "
+                         "SYSDATE() follows SET timestamp and any session could move the "
+                         "clock that decides expiry, scope and audit times",
+                         hint="remove sysdate-is-now from the server's configuration and "
+                              "restart it")
 
 
 def current_account(conn: Connection) -> tuple[str, str]:

@@ -8,8 +8,26 @@ and diffs them by a digest recorded in the bookkeeping (MariaDB views carry no c
 Row scope without row-level security.  For each identity table the layer database gets
 a view of the same name, ``SQL SECURITY DEFINER`` with the locked owner account as
 definer, that selects the identity columns of the rows whose patron is in the caller's
-active scope (``USER()``: the login; ``CURRENT_USER()`` would be the definer).  The
-disclosure role holds SELECT on these views and nothing on the Koha tables.
+active scope.  The disclosure role holds SELECT on these views and nothing on the Koha
+tables.
+
+Who the caller is: the account, not a name.  Inside a definer view ``CURRENT_USER()`` is
+the definer, and ``USER()`` is ``name@client-host`` where the name may itself contain
+``@`` (the host never does).  The views compare the user name split at the LAST ``@``
+and the client host against the grantee account's host pattern (``grantee_user``,
+``grantee_host`` of the scope row); approval refuses a grantee whose user name another
+account shares, so the two identify one account (``verify`` reports a namesake created
+later).  The layer's other routines name the caller by ``caller_account()``, which
+finds the account as the server does (sql/mariadb/0004_hardening.sql); it reads the
+grant tables, a cost the fast path does not pay.
+
+When: the server's clock (``clock_utc()``: ``SYSDATE`` in UTC), never ``NOW()`` or
+``UTC_TIMESTAMP()``, which ``SET timestamp`` moves for the session that sets it.
+
+Which fields: a scope row remembers whether its request covers every identity field
+(``all_fields``).  The views and lookups return only such rows: row-level access cannot
+narrow columns per request, so a request for fewer fields is served by the export alone,
+which renders only its fields.
 
 How the view is built is a security property, not tuning.  A plain MERGE view lets the
 optimizer evaluate the caller's own WHERE clause on rows outside the scope: with
@@ -36,14 +54,19 @@ an expression per column.  So each identity table also gets a lookup procedure,
 columns of the caller's scoped patrons, all of them (``NULL``) or those in a JSON array
 of ids.  A caller passes ids, never SQL: nothing of the caller's runs inside, so the
 procedure needs neither guards nor a derived table, and its body is parsed once per
-connection.  It is the fast path for a client that looks patrons up (1.26-1.28x the
-owner's primary-key read, against 1.9x for the view: bench/koha_lookup.py); the views
-stay for ad-hoc SQL and the query gate.
+connection.  It is the fast path for a client that looks patrons up (bench/koha_lookup.py);
+the views stay for ad-hoc SQL and the query gate.
 
-The export procedure's definer is the disclosure role itself (MariaDB accepts a role as
-definer): it reads the scoped views as that role would, so even a bug in it cannot read
-more.  It renders the exact bytes handed to the officer (CSV or JSON), hashes them with
-SHA2 and appends the manifest to the audit log in the caller's transaction.
+The patron lookup (``patron_lookup``, for the admin creating a request) confirms who the
+patrons of one request are: at most ``disclosure.max_patrons`` per call, and at most that
+many per account and hour that no request of its own names; each call writes a row to
+the Aria ``trace`` table, which a ROLLBACK does not undo, before it returns a row.
+
+The export procedure runs as the owner account.  It reads the identity rows of exactly
+the patrons of the scope rows of this request and this caller, renders the exact bytes
+handed to the officer (CSV or JSON) with the request's fields only, hashes them with
+SHA2, appends the manifest to the audit log in the caller's transaction, and writes a
+``trace`` row before it returns the document.
 
 (MariaDB turns a stored-procedure variable into a JSON *string* in JSON_OBJECT; ``v + 0``
 keeps numbers numbers.)
@@ -73,8 +96,36 @@ LOOKUP_PREFIX = "lookup_"
 #: names the versioned layer files use; an identity view must not collide with them
 LAYER_NAMES = frozenset({
     "installed_object", "meta", "install_log", "install_run", "scope", "audit_lock",
-    "scope_patrons", "setting", "request", "request_patron", "audit_log",
+    "scope_patrons", "setting", "request", "request_patron", "audit_log", "trace",
+    "catalog_snapshot",
 })
+#: patrons an account may have looked up in this many hours that no request of its own
+#: names (at most disclosure.max_patrons)
+LOOKUP_WINDOW_HOURS = 1
+#: the caller's user name (USER() split at the LAST '@') and client host, as SQL
+CALLER_NAME = ("LEFT(USER(), CHAR_LENGTH(USER()) - CHAR_LENGTH(SUBSTRING_INDEX(USER(), '@', -1))"
+               " - 1)")
+CALLER_HOST = "SUBSTRING_INDEX(USER(), '@', -1)"
+
+
+def scope_match(alias: str) -> str:
+    """The fast path's test that scope row ``alias`` is the caller's: its grantee's user
+    name, and the client host matched by the grantee's host pattern (``%`` and ``_``
+    wildcards, as the server matched it at login; approval refuses an ``address/mask``
+    host, which this does not evaluate)."""
+    return (f"{alias}.grantee_user = {CALLER_NAME}\n"
+            f"  AND {CALLER_HOST} LIKE {alias}.grantee_host\n"
+            f"  AND {alias}.all_fields = 1")
+
+
+#: the lookup procedures' clock: ``clock_utc()`` written out in the body, because a stored
+#: function call costs as much as the rest of the lookup (bench/koha_lookup.py)
+CLOCK_STATEMENTS = """    DECLARE v_tz VARCHAR(64) DEFAULT @@session.time_zone;
+    DECLARE v_now DATETIME(6);
+    SET @@session.time_zone = '+00:00';
+    SET v_now = SYSDATE(6);
+    SET @@session.time_zone = v_tz;
+"""
 
 
 @dataclass(frozen=True)
@@ -129,13 +180,15 @@ def identity_view(rules: Rules, catalog: Catalog, layer: str, relation: str) -> 
     key = ident(t.patron_key)
     cols = ",\n       ".join(f"IF(s.patron_id = t.{key}, t.{ident(c)}, NULL) AS {ident(c)}"
                               for c in t.columns)
+    match = scope_match("sc").replace("\n", "\n      ")
     create = (
         f"CREATE OR REPLACE ALGORITHM=MERGE DEFINER={{owner}} SQL SECURITY DEFINER\n"
         f"VIEW {qname(layer, table)} AS\n"
         f"SELECT {cols}\n"
         f"FROM (SELECT DISTINCT sc.patron_id FROM {qname(layer, 'scope')} sc\n"
-        "      WHERE sc.grantee = SUBSTRING_INDEX(USER(), '@', 1)\n"
-        "        AND sc.expires_at > UTC_TIMESTAMP(6)\n"
+        f"      JOIN (SELECT {qname(layer, 'clock_utc')}() AS now_utc LIMIT 1) k\n"
+        f"      WHERE {match}\n"
+        "        AND sc.expires_at > k.now_utc\n"
         f"      LIMIT {VIEW_LIMIT}) s\n"
         f"JOIN {qname(db, table)} t ON t.{key} = s.patron_id")
     return Generated("VIEW", table, "owner", create,
@@ -162,18 +215,23 @@ def identity_lookup(rules: Rules, catalog: Catalog, layer: str, relation: str) -
     if len(name) > 64:
         raise StateError(f"identity table {relation}: the name of its lookup procedure, "
                          f"{name}, is longer than MariaDB's 64 characters")
+    match = scope_match("sc").replace("\n", "\n                    ")
     create = (
         f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, name)}"
         "(IN p_patrons LONGTEXT)\n"
         "    READS SQL DATA SQL SECURITY DEFINER\n"
         f"    COMMENT {string(f'ils-redact: identity columns of {relation}, caller scope')}\n"
-        f"SELECT {cols}\n"
-        f"FROM {qname(db, table)} t\n"
-        f"WHERE t.{key} IN (SELECT sc.patron_id FROM {qname(layer, 'scope')} sc\n"
-        "                  WHERE sc.grantee = SUBSTRING_INDEX(USER(), '@', 1)\n"
-        "                    AND sc.expires_at > UTC_TIMESTAMP(6))\n"
-        f"  AND (p_patrons IS NULL OR t.{key} IN (\n"
-        "       SELECT j.p FROM JSON_TABLE(p_patrons, '$[*]' COLUMNS (p BIGINT PATH '$')) j))")
+        "BEGIN\n"
+        f"{CLOCK_STATEMENTS}"
+        f"    SELECT {cols}\n"
+        f"    FROM {qname(db, table)} t\n"
+        f"    WHERE t.{key} IN (SELECT sc.patron_id FROM {qname(layer, 'scope')} sc\n"
+        f"                      WHERE {match}\n"
+        "                        AND sc.expires_at > v_now)\n"
+        f"      AND (p_patrons IS NULL OR t.{key} IN (\n"
+        "           SELECT j.p FROM JSON_TABLE(p_patrons, '$[*]'\n"
+        "                                      COLUMNS (p BIGINT PATH '$')) j));\n"
+        "END")
     return Generated("PROCEDURE", name, "owner", create,
                      f"{relation}: the same rows as the view, for a client that looks "
                      "patrons up by id", granted_to="disclosure")
@@ -198,33 +256,102 @@ def patron_unknown(rules: Rules, catalog: Catalog, layer: str) -> Generated:
 
 def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
     """Resolve ids and barcodes to patrons, with the display columns, for the staff
-    member who creates a request."""
+    member who creates a request: bounded as a request is (``disclosure.max_patrons`` per
+    call, and per account and hour of patrons no request of its own names), and traced
+    (a ``trace`` row, which a ROLLBACK leaves, before any row is returned)."""
     p = rules.patron
     b = p.barcode
     pdb, ptable = koha_table(rules, catalog, p.relation)
     bdb, btable = koha_table(rules, catalog, b.relation)
     display = ", ".join(f"{string(c)}, u.{ident(c)}" for c in p.display)
     active = f", 'active', c.{ident(b.active_column)}" if b.active_column else ""
+    key = ident(p.key)
+    ptab, btab = qname(pdb, ptable), qname(bdb, btable)
+    trace = qname(layer, "trace")
+    ids = "JSON_TABLE(COALESCE(p_ids, '[]'), '$[*]' COLUMNS (x BIGINT PATH '$')) j"
+    codes = ("JSON_TABLE(COALESCE(p_barcodes, '[]'), '$[*]'\n"
+             "                    COLUMNS (bc VARCHAR(255) PATH '$')) j")
+    found = (f"SELECT u.{key} AS p FROM {ids}\n"
+             f"              JOIN {ptab} u ON u.{key} = j.x\n"
+             "              UNION\n"
+             f"              SELECT c.{ident(b.patron_key)} FROM {codes}\n"
+             f"              JOIN {btab} c ON c.{ident(b.column)} = j.bc")
     create = (
         f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'patron_lookup')}"
         "(IN p_ids LONGTEXT, IN p_barcodes LONGTEXT)\n"
-        "    READS SQL DATA SQL SECURITY DEFINER\n"
-        "    COMMENT 'ils-redact: who the patrons a request names are'\n"
-        "BEGIN\n"
-        f"    SELECT CAST(j.x AS CHAR) AS named_as, u.{ident(p.key)} AS patron_id,\n"
-        f"           JSON_OBJECT({display}) AS display\n"
-        "    FROM JSON_TABLE(COALESCE(p_ids, '[]'), '$[*]' COLUMNS (x BIGINT PATH '$')) j\n"
-        f"    JOIN {qname(pdb, ptable)} u ON u.{ident(p.key)} = j.x\n"
-        "    UNION ALL\n"
-        f"    SELECT j.bc, u.{ident(p.key)},\n"
-        f"           JSON_OBJECT({display}, 'barcode', c.{ident(b.column)}{active})\n"
-        "    FROM JSON_TABLE(COALESCE(p_barcodes, '[]'), '$[*]'\n"
-        "                    COLUMNS (bc VARCHAR(255) PATH '$')) j\n"
-        f"    JOIN {qname(bdb, btable)} c ON c.{ident(b.column)} = j.bc\n"
-        f"    JOIN {qname(pdb, ptable)} u ON u.{ident(p.key)} = c.{ident(b.patron_key)};\n"
-        "END")
+        "    MODIFIES SQL DATA SQL SECURITY DEFINER\n"
+        "    COMMENT 'ils-redact: who the patrons a request names are (bounded, traced)'\n"
+        f"""BEGIN
+    DECLARE v_me VARCHAR(400);
+    DECLARE v_now DATETIME(6) DEFAULT {qname(layer, 'clock_utc')}();
+    DECLARE v_max BIGINT DEFAULT {qname(layer, 'setting_int')}('max_patrons');
+    DECLARE v_named INT;
+    DECLARE v_found LONGTEXT;
+    DECLARE v_open INT;
+    DECLARE v_seq BIGINT;
+    DECLARE v_msg VARCHAR(500);
+    CALL {qname(layer, 'caller_required')}(v_me);
+    IF (p_ids IS NOT NULL AND (NOT JSON_VALID(p_ids) OR JSON_TYPE(p_ids) <> 'ARRAY'))
+       OR (p_barcodes IS NOT NULL
+           AND (NOT JSON_VALID(p_barcodes) OR JSON_TYPE(p_barcodes) <> 'ARRAY')) THEN
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'patrons are named as JSON arrays';
+    END IF;
+    SET v_named = COALESCE(JSON_LENGTH(p_ids), 0) + COALESCE(JSON_LENGTH(p_barcodes), 0);
+    IF v_named > v_max THEN
+        SET v_msg = CONCAT('a lookup confirms the patrons of one request: at most ', v_max,
+                           ' (rules: disclosure.max_patrons); ', v_named, ' named');
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_msg;
+    END IF;
+    SELECT JSON_ARRAYAGG(f.p) INTO v_found
+    FROM ({found}) f;
+    -- patrons this account looked up in the last hour that no request of its own names
+    -- which another login has approved: a draft (which costs nothing) excuses no lookup
+    SELECT COUNT(DISTINCT y.p) INTO v_open
+    FROM (SELECT j.p FROM {trace} t,
+                 JSON_TABLE(t.patrons, '$[*]' COLUMNS (p BIGINT PATH '$')) j
+          WHERE t.account = v_me AND t.action = 'lookup'
+            AND t.at > v_now - INTERVAL {LOOKUP_WINDOW_HOURS} HOUR
+          UNION
+          SELECT j.p FROM JSON_TABLE(COALESCE(v_found, '[]'), '$[*]'
+                                     COLUMNS (p BIGINT PATH '$')) j) y
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {qname(layer, 'request')} r
+        JOIN {qname(layer, 'request_patron')} rp ON rp.request_id = r.id
+        WHERE r.created_by = v_me AND r.created_at > v_now - INTERVAL {LOOKUP_WINDOW_HOURS} HOUR
+          AND r.approved_by IS NOT NULL AND r.approved_by <> v_me
+          AND rp.patron_id = y.p);
+    IF v_open > v_max THEN
+        INSERT INTO {trace} (at, account, action, request_id, patrons, detail, conn)
+        VALUES (v_now, v_me, 'lookup.refused', NULL, COALESCE(v_found, '[]'),
+                JSON_OBJECT('named', v_named, 'open', v_open), CONNECTION_ID());
+        SET v_msg = CONCAT('lookup refused: ', v_open, ' patrons looked up in the last ',
+                           '{LOOKUP_WINDOW_HOURS} hour by ', v_me,
+                           ' are named by no approved request of theirs; at most ', v_max,
+                           ' (rules: disclosure.max_patrons)');
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_msg;
+    END IF;
+    INSERT INTO {trace} (at, account, action, request_id, patrons, detail, conn)
+    VALUES (v_now, v_me, 'lookup', NULL, COALESCE(v_found, '[]'),
+            JSON_OBJECT('named', v_named), CONNECTION_ID());
+    -- and an audit entry, as on PostgreSQL (the trace row above is what survives a
+    -- ROLLBACK of the caller's transaction; verify reconciles the two)
+    CALL {qname(layer, 'audit_append')}('patron.lookup', NULL,
+        JSON_OBJECT('patrons', JSON_EXTRACT(COALESCE(v_found, '[]'), '$'), 'named', v_named),
+        v_seq);
+    SELECT CAST(j.x AS CHAR) AS named_as, u.{key} AS patron_id,
+           JSON_OBJECT({display}) AS display
+    FROM {ids}
+    JOIN {ptab} u ON u.{key} = j.x
+    UNION ALL
+    SELECT j.bc, u.{key},
+           JSON_OBJECT({display}, 'barcode', c.{ident(b.column)}{active})
+    FROM {codes}
+    JOIN {btab} c ON c.{ident(b.column)} = j.bc
+    JOIN {ptab} u ON u.{key} = c.{ident(b.patron_key)};
+END""")
     return Generated("PROCEDURE", "patron_lookup", "owner", create,
-                     "resolves the patrons a request names, for the staff member to confirm")
+                     "resolves the patrons a request names, for the staff member to confirm "
+                     "(bounded and traced)")
 
 
 def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
@@ -235,18 +362,22 @@ def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
     decl = "\n".join(f"    DECLARE {v} LONGTEXT;" for v in var)
     decl += "\n" + "\n".join(f"    DECLARE {w} BOOLEAN DEFAULT FALSE;" for w in want)
     branches = []
+    scope = (f"(SELECT sc.patron_id FROM {qname(layer, 'scope')} sc WHERE sc.request_id = "
+             "p_request AND sc.grantee = v_me AND sc.expires_at > v_now)")
     for order, t in enumerate(rules.identity, start=1):
         rel = catalog.relation(t.relation)
-        table = rel.name
-        pk = rel.primary_key[0] if rel.primary_key else t.patron_key
+        db, table = koha_table(rules, catalog, t.relation)
+        # the row key orders a patron's rows; the primary key if the owner may read it
+        readable = set(t.columns) | {t.patron_key}
+        pk = rel.primary_key[0] if rel.primary_key and set(rel.primary_key) <= readable \
+            else t.patron_key
         vals = ", ".join(
             f"CAST(t.{ident(c.rsplit('.', 1)[1])} AS CHAR)" if c.rsplit(".", 1)[0] == t.relation
             else "NULL" for c in allow)
         branches.append(
             f"SELECT t.{ident(t.patron_key)} AS patron_id, {order} AS rel_order, "
             f"{string(t.relation)} AS relation, CAST(t.{ident(pk)} AS CHAR) AS row_key, {vals} "
-            f"FROM {qname(layer, table)} t WHERE t.{ident(t.patron_key)} IN "
-            "(SELECT j.p FROM JSON_TABLE(v_patrons, '$[*]' COLUMNS (p BIGINT PATH '$')) j)")
+            f"FROM {qname(db, table)} t WHERE t.{ident(t.patron_key)} IN {scope}")
     union = "\n            UNION ALL ".join(branches)
     fetch = ", ".join(["r_patron", "r_order", "r_relation", "r_key", *var])
     wants = "\n".join(
@@ -268,6 +399,8 @@ def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
         for w, v, c in zip(want, var, allow, strict=True))
     lf = "CHAR(10 USING utf8mb4)"
     body = f"""BEGIN
+    DECLARE v_me VARCHAR(400) DEFAULT {qname(layer, 'caller_account')}();
+    DECLARE v_now DATETIME(6) DEFAULT {qname(layer, 'clock_utc')}();
     DECLARE v_ok BOOLEAN;
     DECLARE v_reason VARCHAR(500);
     DECLARE v_basis VARCHAR(16);
@@ -341,24 +474,57 @@ def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
             'request', p_request + 0, 'basis', v_basis, 'format', p_format,
             'columns', JSON_EXTRACT(v_cols, '$'), 'rows', v_rows + 0, 'patrons', v_npat + 0,
             'sha256', SHA2(v_doc, 256), 'bytes', OCTET_LENGTH(v_doc),
-            'exported_by', SUBSTRING_INDEX(USER(), '@', 1),
-            'exported_at', DATE_FORMAT(UTC_TIMESTAMP(6), {ISO_UTC}));
+            'exported_by', v_me,
+            'exported_at', DATE_FORMAT(v_now, {ISO_UTC}));
         CALL {qname(layer, 'audit_append')}('export', p_request, v_manifest, v_seq);
+        -- the durable trace, before the document leaves the server
+        INSERT INTO {qname(layer, 'trace')} (at, account, action, request_id, patrons, detail,
+                                             conn)
+        VALUES (v_now, v_me, 'export', p_request, v_patrons,
+                JSON_OBJECT('audit_seq', v_seq + 0, 'sha256', SHA2(v_doc, 256),
+                            'format', p_format, 'rows', v_rows + 0), CONNECTION_ID());
         SELECT v_seq AS audit_seq, v_doc AS document, v_manifest AS manifest;
     END IF;
 END"""
     create = (
-        f"CREATE OR REPLACE DEFINER={{disclosure}} PROCEDURE {qname(layer, 'export')}"
+        f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'export')}"
         "(IN p_request BIGINT, IN p_format VARCHAR(8))\n"
         "    MODIFIES SQL DATA SQL SECURITY DEFINER\n"
         "    COMMENT 'ils-redact: the logged export of one approved request'\n" + body)
-    return Generated("PROCEDURE", "export", "disclosure", create,
+    return Generated("PROCEDURE", "export", "owner", create,
                      "the logged export: identity rows of one approved request's patrons")
+
+
+def named_as_check(rules: Rules, catalog: Catalog, layer: str) -> Generated:
+    """What a request records a patron as: its id, or a card of that very patron (the
+    form the officer signs shows it).  Called by the ``request_patron`` trigger (layer 7)
+    for every row, whoever inserts it."""
+    b = rules.patron.barcode
+    db, table = koha_table(rules, catalog, b.relation)
+    create = (
+        f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'named_as_check')}"
+        "(IN p_patron BIGINT, IN p_named VARCHAR(400))\n"
+        "    READS SQL DATA SQL SECURITY DEFINER\n"
+        "    COMMENT 'ils-redact: a patron is named by its id or its own card (internal)'\n"
+        "BEGIN\n"
+        "    DECLARE v_msg VARCHAR(600);\n"
+        "    IF p_named IS NOT NULL AND p_named <> CAST(p_patron AS CHAR)\n"
+        f"       AND NOT EXISTS (SELECT 1 FROM {qname(db, table)} c\n"
+        f"                       WHERE c.{ident(b.column)} = p_named\n"
+        f"                         AND c.{ident(b.patron_key)} = p_patron) THEN\n"
+        "        SET v_msg = CONCAT('patron ', p_patron, ' is named as \"', LEFT(p_named, 40),\n"
+        "                           '\", which is neither its id nor a card of that patron: ',\n"
+        "                           'name patrons by id, or by the card the lookup resolved');\n"
+        "        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_msg;\n"
+        "    END IF;\n"
+        "END")
+    return Generated("PROCEDURE", "named_as_check", "owner", create,
+                     "checks that a request names each patron by its id or its own card")
 
 
 def generated_objects(rules: Rules, catalog: Catalog, layer: str) -> list[Generated]:
     out = [identity_view(rules, catalog, layer, t.relation) for t in rules.identity]
     out += [identity_lookup(rules, catalog, layer, t.relation) for t in rules.identity]
     out += [patron_unknown(rules, catalog, layer), patron_lookup(rules, catalog, layer),
-            export_procedure(rules, catalog, layer)]
+            export_procedure(rules, catalog, layer), named_as_check(rules, catalog, layer)]
     return out

@@ -24,18 +24,20 @@ run plans nothing, an edited rules file plans only the change, drift is revoked.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from ... import __version__
 from ...catalog import Catalog
+from ...engine import Privileges
 from ...errors import StateError
-from ...plan import Plan, Step
-from ...rules import Rules, check_against_catalog
+from ...plan import InstallContext, InstallPass, Plan, Step, grant_missing, revoke_drift
+from ...rules import Rules
 from ..layer_settings import settings
 from .generated import Generated, generated_objects, koha_table, settings_sql
+from .introspect import catalog_sha256, snapshot_sql
 from .layer import Statement, bootstrap, layer_files, layer_objects, layer_version_available
 from .sqltext import SQL_MODE, account, grantee_sql, ident, is_compound, literal, qname
 from .state import OWNER_HOST, Grant, MariaState, fingerprint_sql
@@ -57,26 +59,36 @@ _ROLE_WHY = {
 #: what the definer account needs on the layer's tables (its routines and views run as it)
 _OWNER_TABLES = {
     "scope": ("SELECT", "INSERT", "DELETE"),
-    "request": ("SELECT", "INSERT", "UPDATE"),
-    "request_patron": ("SELECT", "INSERT"),
+    "request": ("SELECT", "INSERT", "UPDATE", "TRIGGER"),  # TRIGGER: its two triggers
+    "request_patron": ("SELECT", "INSERT", "TRIGGER"),  # TRIGGER: definer of named_as
     "audit_log": ("SELECT", "INSERT", "TRIGGER"),  # TRIGGER: definer of its two triggers
     "audit_lock": ("SELECT", "UPDATE"),
     "setting": ("SELECT",),
+    "trace": ("SELECT", "INSERT", "TRIGGER"),  # TRIGGER: definer of its two triggers
 }
-#: routines each role may call
+#: what caller_account() reads to find the account a session logged in as (no password
+#: hash: only the user and host columns)
+_OWNER_GRANT_TABLE_COLUMNS = ("mysql", "global_priv", ("User", "Host"))
+#: routines each role may call; no role may call audit_append (only the layer's
+#: routines append, with fixed actions)
 _ROLE_ROUTINES = {
     "admin": (("PROCEDURE", "request_create"), ("PROCEDURE", "request_approve"),
               ("PROCEDURE", "request_end"), ("PROCEDURE", "sweep_expired"),
-              ("PROCEDURE", "log_refusal"), ("PROCEDURE", "patron_lookup")),
-    # the export procedure runs as the disclosure role: what it calls
+              ("PROCEDURE", "log_refusal"), ("PROCEDURE", "patron_lookup"),
+              ("FUNCTION", "clock_utc")),
+    # export_check and query_log: the query gate's request check and its three entries
     "disclosure": (("PROCEDURE", "export"), ("PROCEDURE", "export_check"),
-                   ("PROCEDURE", "audit_append"), ("PROCEDURE", "log_refusal"),
-                   ("FUNCTION", "csv_cell")),
+                   ("PROCEDURE", "query_log"), ("PROCEDURE", "log_refusal"),
+                   ("FUNCTION", "covers_all")),
     "exporter": (("PROCEDURE", "export"), ("PROCEDURE", "log_refusal")),
     "stats": (),  # the reports: stats.stats_grants
     "stats_owner": (),
 }
 _ADMIN_TABLES = ("request", "request_patron", "audit_log", "setting")
+#: the catalog install recorded, for the query gate of staff logins (``rewrite``,
+#: ``query``), which see no Koha table in information_schema
+CATALOG_TABLE = "catalog_snapshot"
+_CATALOG_READERS = ("admin", "disclosure", "exporter")
 
 
 class MariaPlan(Plan):
@@ -182,6 +194,9 @@ def desired_grants(rules: Rules, catalog: Catalog, n: Names,
     for table, privs in _OWNER_TABLES.items():
         for priv in privs:
             out.add(Grant(owner, "table", n.layer, table, priv))
+    mdb, mtable, mcols = _OWNER_GRANT_TABLE_COLUMNS
+    for c in mcols:
+        out.add(Grant(owner, "column", mdb, mtable, "SELECT", c))
     out.add(Grant(owner, "database", n.layer, "", "EXECUTE"))
     for g in generated:
         if g.granted_to:
@@ -193,6 +208,8 @@ def desired_grants(rules: Rules, catalog: Catalog, n: Names,
             out.add(Grant(n.roles[kind], rtype.lower(), n.layer, name, "EXECUTE"))
     for table in _ADMIN_TABLES:
         out.add(Grant(n.roles["admin"], "table", n.layer, table, "SELECT"))
+    for kind in _CATALOG_READERS:
+        out.add(Grant(n.roles[kind], "table", n.layer, CATALOG_TABLE, "SELECT"))
     out |= stats_grants(rules, catalog, n.layer, n.roles)
     return out
 
@@ -240,25 +257,47 @@ def grant_sql(grants: list[Grant], revoke: bool = False) -> str:
 
 # -- install ---------------------------------------------------------------------------
 
+def orphaned_refusal(name: str, state: MariaState) -> StateError:
+    """A role or account recorded by the layer database of a Koha database that is gone."""
+    koha = state.orphaned_from[name]
+    held = sorted({m for m, r, _ in state.mappings if r == name})
+    who = (f"; logins still holding it: {', '.join(held)}" if held else "")
+    return StateError(
+        f"{name} belongs to the ils-redact install for Koha database {koha}, which no longer "
+        f"exists (dropped without `ils-redact uninstall`; its layer database "
+        f"ils_redact_{koha} remains){who}; it is never taken over, because its members "
+        "would get this database's rights",
+        hint=f"remove it with `ils-redact uninstall --orphaned {koha}`, or choose another "
+             "role_prefix")
+
+
 def _check_ownership(rules: Rules, state: MariaState, n: Names) -> None:
     """Refuse roles, accounts and a layer database that exist and are not ours."""
     if state.layer_exists and state.layer_tables and not state.has_bookkeeping:
         raise StateError(f"database {state.layer} exists and was not created by ils-redact",
                          hint="drop or rename it; ils-redact keeps its objects there")
     recorded = {i.detail.get("name") for i in state.installed if i.kind in ("role", "account")}
+    for role in [*n.roles.values(), n.owner_user]:
+        if role in state.orphaned_from and role not in recorded:
+            raise orphaned_refusal(role, state)
     for role in n.roles.values():
         if role in state.roles and role not in recorded:
             raise StateError(
                 f"role {role} already exists and was not created by ils-redact for database "
-                f"{state.database}; roles are server-wide",
-                hint="give this database its own role_prefix (e.g. ils_redact_{database}_)")
+                f"{state.database}{_installed_for(state, role)}; roles are server-wide, so a "
+                "second Koha database on one server needs a role prefix of its own: put "
+                "{database} in role_prefix (role_prefix: ils_redact_{database}_ gives "
+                f"ils_redact_{state.database}_admin, ...; the layer database is "
+                f"{state.layer} either way)")
         if any(u.rpartition("@")[0] == role for u in state.users):
             raise StateError(f"an account named {role} exists; a role cannot share its name",
                              hint="choose another role_prefix in the rules")
     if n.owner in state.users and n.owner_user not in recorded:
         raise StateError(f"account {n.owner} already exists and was not created by ils-redact "
-                         f"for database {state.database}",
-                         hint="give this database its own role_prefix")
+                         f"for database {state.database}{_installed_for(state, n.owner_user)}; "
+                         "a second Koha database on one server needs a role prefix of its "
+                         "own: put {database} in role_prefix (role_prefix: "
+                         "ils_redact_{database}_)")
     if n.owner_user in state.roles:
         raise StateError(f"a role named {n.owner_user} exists; the definer account needs "
                          "that name", hint="choose another role_prefix in the rules")
@@ -271,35 +310,59 @@ def _check_ownership(rules: Rules, state: MariaState, n: Names) -> None:
             hint="uninstall with the rules it was installed with, then install again")
 
 
-def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan:
-    notices = check_against_catalog(rules, catalog)
-    n = names_for(rules, state.database, state.layer)
-    plan = MariaPlan(action="install", database=state.database, engine="mariadb",
-                     server_version=state.server_version or catalog.server_version,
-                     rules_file=str(rules.path or ""), rules_sha256=rules.sha256)
-    if notices:
-        plan.notes.append(f"{len(notices)} relations or columns are not classified by the "
-                          "rules (closed to restricted roles); `ils-redact verify` lists them")
-    for run in state.unfinished_runs:
-        plan.notes.append(f"an earlier {run['action']} (run {run['id']}, started "
-                          f"{run['started_at']}) stopped after {run['steps_done']} of "
-                          f"{run['steps_total']} steps; this plan finishes it")
-    _check_ownership(rules, state, n)
-    steps = plan.steps
-    layer = state.layer
+def _installed_for(state: MariaState, name: str) -> str:
+    """`` (it belongs to the install for database X)`` when another layer database on
+    this server recorded the role or account ``name``."""
+    owners = state.other_layers.get(name)
+    return f" (it belongs to the install for database {', '.join(owners)})" if owners else ""
 
-    # 1. the layer database and its bookkeeping
+
+def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan:
+    """The install plan (``plan.plan_install`` with this engine's passes)."""
+    from ...plan import plan_install as install_plan
+    from .engine import ENGINE
+
+    plan = install_plan(ENGINE, rules, catalog, state)
+    assert isinstance(plan, MariaPlan)
+    return plan
+
+
+def _names(ctx: InstallContext) -> list[Step]:
+    """Every name the layer uses; runs an earlier install left unfinished are noted;
+    roles, accounts and a layer database that exist and are not ours are refused."""
+    state = ctx.state
+    n = ctx.facts["names"] = names_for(ctx.rules, state.database, state.layer)
+    for run in state.unfinished_runs:
+        ctx.plan.notes.append(f"an earlier {run['action']} (run {run['id']}, started "
+                              f"{run['started_at']}) stopped after {run['steps_done']} of "
+                              f"{run['steps_total']} steps; this plan finishes it")
+    _check_ownership(ctx.rules, state, n)
+    return []
+
+
+def _bootstrap(ctx: InstallContext) -> list[Step]:
+    """1. the layer database and its bookkeeping."""
+    state, n = ctx.state, ctx.facts["names"]
+    layer = state.layer
+    steps: list[Step] = []
     if not state.is_installed:
         if state.layer_exists and not state.layer_tables:
-            plan.notes.append(f"database {layer} exists and is empty: ils-redact adopts it")
+            ctx.plan.notes.append(f"database {layer} exists and is empty: ils-redact "
+                                  "adopts it")
         for s in bootstrap().statements:
             steps.append(Step("bootstrap", f"{layer}", n.render(s.text),
                               "the layer database and its bookkeeping" if s.index == 0 else ""))
         if not state.record(f"database {layer}"):
             steps.append(Step("record", layer, records_sql(layer, [
                 ("layer", f"database {layer}", {"database": layer}, None)])))
+    return steps
 
-    # 2. the definer account and the roles, recorded before they are created
+
+def _accounts(ctx: InstallContext) -> list[Step]:
+    """2. the definer account and the roles, recorded before they are created."""
+    state, n = ctx.state, ctx.facts["names"]
+    layer = state.layer
+    steps: list[Step] = []
     if n.owner not in state.users:
         if not state.record(f"account {n.owner}"):
             steps.append(Step("record", n.owner, records_sql(layer, [
@@ -324,8 +387,14 @@ def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan
                 ("role", f"role {role}", detail, None)])))
         steps.append(Step("create-role", f"role {role}", f"CREATE ROLE {ident(role)}",
                           f"role {role}: {_ROLE_WHY[kind]}"))
+    return steps
 
-    # 3. the layer's versioned objects, then the rules-derived ones
+
+def _layer(ctx: InstallContext) -> list[Step]:
+    """3. the layer's versioned objects, then the rules-derived ones."""
+    rules, catalog, state, n = ctx.rules, ctx.catalog, ctx.state, ctx.facts["names"]
+    layer = state.layer
+    steps: list[Step] = []
     have = state.layer_version or 0
     touched = False
     for f in layer_files():
@@ -349,9 +418,20 @@ def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan
 
     want = settings(rules)
     generated = generated_objects(rules, catalog, layer) + stats_objects(rules, catalog, layer)
+    ctx.facts["generated"] = generated
     if (state.settings or {}) != want:
         steps.append(Step("settings", f"{layer}.setting", settings_sql(layer, want),
                           "limits from the rules that the database itself enforces"))
+        if state.is_installed:
+            steps.append(Step("settings", f"{layer}.scope", rescope_sql(layer),
+                              "which approved requests cover every identity field, by the "
+                              "rules' allow-list"))
+    sha = catalog_sha256(catalog)
+    if state.catalog_sha256 != sha:
+        steps.append(Step("catalog", f"{layer}.{CATALOG_TABLE}",
+                          snapshot_sql(layer, state.database, sha),
+                          "the Koha catalog as it is now, for the query gate of staff logins "
+                          "(they cannot read it in information_schema)"))
     for g in generated:
         rec = state.record(g.key)
         current = state.objects.get(g.key)
@@ -362,42 +442,93 @@ def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan
         steps.append(Step("generated", g.key, n.render(g.create), g.why))
         steps.append(Step("record", g.key, fingerprint_record_sql(layer, g.objtype, g.name,
                                                                   g.digest)))
+    return steps
 
-    # 4. privileges: revoke drift, grant the definer, grant the roles last
-    desired = desired_grants(rules, catalog, n, generated)
-    ours = set(n.roles.values()) | {n.owner}
-    actual = {g for g in state.grants if g.grantee in ours}
-    for group in grouped(actual - desired):
-        steps.append(Step("revoke", group[0].key, grant_sql(group, revoke=True),
-                          f"{group[0].grantee} must not hold this (not in the rules)"))
-        gone = [g.key for g in group if state.record(g.key)]
-        if gone:
-            steps.append(Step("record", group[0].key, unrecord_sql(layer, *gone)))
+
+def _roles_and_reports(ctx: InstallContext) -> list[Step]:
+    """4. (between the revokes and the grants) role grants the layer's roles must not
+    inherit, and statistics reports no longer in the rules (their grants were revoked)."""
+    state, n = ctx.state, ctx.facts["names"]
+    layer = state.layer
+    steps: list[Step] = []
     for member, role, _admin in sorted(state.mappings):
         if member in n.roles.values() and role not in n.roles.values():
             steps.append(Step("revoke-role", f"role {member}",
                               f"REVOKE {ident(role)} FROM {ident(member)}",
                               f"{member} must not inherit role {role}"))
-    # reports no longer in the rules: their grants were revoked above
-    wanted = {g.key for g in generated}
+    wanted = {g.key for g in ctx.facts["generated"]}
     for key, obj in sorted(state.objects.items()):
         if obj.objtype == "PROCEDURE" and obj.name.startswith(PROC_PREFIX) and key not in wanted:
             steps.append(Step("drop", key, f"DROP PROCEDURE IF EXISTS {qname(layer, obj.name)}",
                               f"{key}: no longer a statistics report in the rules"))
             if state.record(key):
                 steps.append(Step("record", key, unrecord_sql(layer, key)))
-    for group in grouped(desired - actual):
-        steps.append(Step("record", group[0].key, records_sql(layer, [
-            ("grant", g.key, g.to_json(), None) for g in group])))
-        steps.append(Step("grant", group[0].key, grant_sql(group), _grant_why(group[0], n)))
+    return steps
 
-    if plan.changes():
-        steps.append(Step("record", "install_log", (
-            f"INSERT INTO {qname(layer, 'install_log')} (action, tool_version, layer_version, "
-            "rules_sha256, changes, by_user, at) VALUES ('install', "
-            f"{literal(__version__)}, {layer_version_available()}, {literal(rules.sha256)}, "
-            f"{len(plan.changes())}, CURRENT_USER(), UTC_TIMESTAMP(6))")))
-    return plan
+
+def _install_log(ctx: InstallContext) -> list[Step]:
+    """The install's own row, when it changes anything."""
+    changes = len(ctx.plan.changes())
+    if not changes:
+        return []
+    return [Step("record", "install_log", (
+        f"INSERT INTO {qname(ctx.state.layer, 'install_log')} (action, tool_version, "
+        "layer_version, rules_sha256, changes, by_user, at) VALUES ('install', "
+        f"{literal(__version__)}, {layer_version_available()}, {literal(ctx.rules.sha256)}, "
+        f"{changes}, CURRENT_USER(), UTC_TIMESTAMP(6))"))]
+
+
+#: the install plan's sections, in order: the privileges the restricted roles get are
+#: the last group, so until it runs nobody new can read anything
+INSTALL_PASSES: tuple[InstallPass, ...] = (
+    _names, _bootstrap, _accounts, _layer, revoke_drift, _roles_and_reports, grant_missing,
+    _install_log)
+
+
+class MariaPrivileges(Privileges):
+    """Grants (``Grant``) to the layer's roles and its definer account."""
+
+    def desired(self, ctx: InstallContext) -> set[Any]:
+        return desired_grants(ctx.rules, ctx.catalog, ctx.facts["names"],
+                              ctx.facts["generated"])
+
+    def actual(self, ctx: InstallContext) -> set[Any]:
+        n = ctx.facts["names"]
+        ours = set(n.roles.values()) | {n.owner}
+        return {g for g in ctx.state.grants if g.grantee in ours}
+
+    def groups(self, privileges: set[Any]) -> list[list[Any]]:
+        return grouped(privileges)
+
+    def grant_sql(self, group: list[Any], revoke: bool = False) -> str:
+        return grant_sql(group, revoke=revoke)
+
+    def target(self, privilege: Any) -> str:
+        return str(privilege.key)
+
+    def holder(self, privilege: Any) -> str:
+        return str(privilege.grantee)
+
+    def why(self, ctx: InstallContext, privilege: Any) -> str:
+        return _grant_why(privilege, ctx.facts["names"])
+
+    def records_sql(self, ctx: InstallContext,
+                    rows: list[tuple[str, str, Any, Any]]) -> str:
+        return records_sql(ctx.state.layer, rows)
+
+    def unrecord_sql(self, ctx: InstallContext, keys: list[str]) -> str:
+        return unrecord_sql(ctx.state.layer, *keys)
+
+
+PRIVILEGES = MariaPrivileges()
+
+
+def rescope_sql(layer: str) -> str:
+    """Scope rows whose request covers every identity field (the views serve only
+    those), computed again after the allow-list changed."""
+    return (f"UPDATE {qname(layer, 'scope')} s JOIN {qname(layer, 'request')} r "
+            "ON r.id = s.request_id "
+            f"SET s.all_fields = {qname(layer, 'covers_all')}(r.columns)")
 
 
 def _drifted(state: MariaState, key: str) -> bool:
@@ -436,10 +567,3 @@ def preamble(database: str, lock_timeout: float) -> list[str]:
             f"SELECT GET_LOCK({literal(lock_name(database))}, {lock_timeout:g});"
             "  -- one install or uninstall at a time"]
 
-
-def digest(plan: Plan) -> str:
-    h = hashlib.sha256()
-    for step in plan.steps:
-        h.update(step.sql.encode())
-        h.update(b"\0")
-    return h.hexdigest()

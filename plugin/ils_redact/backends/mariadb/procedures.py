@@ -26,13 +26,16 @@ from .sqltext import qname
 from .state import layer_database
 
 #: procedures the client calls (each returns one result set), and the role kind that
-#: may call each
+#: may call each.  No role calls audit_append: the query gate's entries go through
+#: query_log, which takes its three actions only.
 PROCEDURES = {
     "patron_lookup": "admin", "request_create": "admin", "request_approve": "admin",
     "request_end": "admin", "sweep_expired": "admin", "export": "exporter",
-    "log_refusal": None, "audit_append": "disclosure",
+    "log_refusal": None, "query_log": "disclosure",
 }
 _DENIED = (1142, 1143, 1370)  # table, column, routine access denied
+#: innodb_lock_wait_timeout ran out
+_LOCK_WAIT = 1205
 _SIGNAL = 1644
 
 
@@ -40,13 +43,19 @@ def layer_of(conn: Connection) -> str:
     layer = getattr(conn, "_ils_redact_layer", None)
     if layer is None:
         layer = layer_database(current_database(conn))
-        conn._ils_redact_layer = layer  # type: ignore[attr-defined]
+        conn._ils_redact_layer = layer
     return layer
 
 
 def table(conn: Connection, name: str) -> str:
     """A layer table as SQL (``ils_redact_koha``.``request``)."""
     return qname(layer_of(conn), name)
+
+
+def clock_sql(conn: Connection) -> str:
+    """The layer's clock as SQL: the server's clock in UTC (SYSDATE), which SET timestamp
+    does not move."""
+    return f"{qname(layer_of(conn), 'clock_utc')}()"
 
 
 def _arg(value: Any) -> Any:
@@ -99,6 +108,13 @@ def _run(conn: Connection, sql: str, params: Any, kind: str | None, *,
             code = exc.args[0] if exc.args else 0
             if code == _SIGNAL:
                 raise Refused(_message(exc)) from None
+            if code == _LOCK_WAIT:
+                # a session holds the row in an open transaction (an admin's SELECT ...
+                # FOR UPDATE on the request, a grantee vetoing its own revoke): say so
+                # instead of the driver's traceback; nothing was changed
+                raise Refused("a row this needs is locked by another session's open "
+                              "transaction (MariaDB error 1205): nothing was changed; try "
+                              "again, or end that session (SHOW PROCESSLIST, KILL)") from None
             if code in _DENIED and not tried:
                 tried = True
                 if _activate(conn, kind):
@@ -114,9 +130,6 @@ def call(conn: Connection, name: str, args: list[Any]) -> list[tuple]:
     kind = PROCEDURES[name]
     proc = qname(layer_of(conn), name)
     params = tuple(_arg(a) for a in args)
-    if name == "audit_append":
-        rows = _run(conn, f"CALL {proc}(%s, %s, %s, @ils_redact_seq)", params, kind)
-        return _run(conn, "SELECT @ils_redact_seq", (), kind)
     rows = _run(conn, f"CALL {proc}({', '.join(['%s'] * len(params))})", params, kind)
     if name == "patron_lookup":
         return [(r[0], r[1], json.loads(r[2]) if isinstance(r[2], str) else r[2]) for r in rows]
@@ -142,3 +155,29 @@ def normalize_request(row: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, dt.datetime) and v.tzinfo is None:
             out[k] = v.replace(tzinfo=dt.timezone.utc)
     return out
+
+
+#: the audit log's fields, in the text form the procedure that hashed them used: ``at`` is
+#: a UTC DATETIME(6), the detail the JSON text as stored (``%%``: the driver formats
+#: parameters into the statement)
+_AUDIT_SELECT = ("SELECT seq, DATE_FORMAT(at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'), actor, action, "
+                 "request_id, detail, prev_hash, hash FROM {table}")
+
+#: MariaDB writes no trace line per export (``audit reconcile`` has nothing to read)
+TRACES_EXPORTS = False
+
+
+def audit_select(conn: Connection) -> str:
+    return _AUDIT_SELECT.format(table=table(conn, "audit_log"))
+
+
+def audit_by_seq(conn: Connection, seqs: list[int]) -> list[tuple]:
+    """The audit rows with these sequence numbers (the whole log, filtered here)."""
+    wanted = set(seqs)
+    return [r for r in query(conn, audit_select(conn) + " ORDER BY seq") if r[0] in wanted]
+
+
+def commit_audited(conn: Connection, limit: float, *, what: str) -> None:
+    """COMMIT: MariaDB bounds its own wait for a semi-synchronous replica
+    (``rpl_semi_sync_master_timeout``)."""
+    conn.commit()

@@ -9,9 +9,11 @@ The role becomes the login's DEFAULT ROLE when the login has none.  MariaDB has 
 default role per login; a login that is admin and exporter keeps the first as default,
 and the CLI activates the other when it needs it (``SET ROLE``; see procedures.py).
 
-A restricted role is never granted to a login that can read the Koha tables anyway
-(a global privilege, or any privilege on the Koha database: the Koha application
-account, an administrator), because the role would limit nothing there.
+A layer role (admin included: its patron lookup is bounded and traced) is never granted
+to a login that can read the Koha tables anyway (a global privilege, or any privilege on
+the Koha database: the Koha application account, an administrator), because the role
+would limit nothing there.  A login is an account, not a name: ``staff grant`` creates
+no user name with ``@`` in it and refuses a name another account already has.
 """
 
 from __future__ import annotations
@@ -58,7 +60,17 @@ def resolve_login(conn: Connection, login: str, *, create: bool = False
         return u, h, r or None, True
     if not create:
         raise IlsRedactError(f"no login {login}", hint="pass --create to create it")
+    if "@" in user:
+        raise IlsRedactError(
+            f"will not create a login named {user!r}: a user name with '@' reads like "
+            "another user's name and host ('name@host'); choose a name without '@'")
     return user, host or "%", None, False
+
+
+def _namesakes(conn: Connection, user: str, host: str) -> list[str]:
+    """Other accounts with this user name: the layer keys scope on the account, and its
+    fast path tells accounts apart by name and host pattern only."""
+    return [f"{u}@{h}" for u, h, _ in _accounts(conn, user) if h != host]
 
 
 def _refuse_bypass(conn: Connection, user: str, host: str, kind: str, koha: str) -> None:
@@ -97,8 +109,14 @@ def plan_grant(conn: Connection, rules: Rules, login: str, kind: str, *,
     if user in ours:
         raise Refused(f"{user} is an ils-redact role or account, not a staff login")
     acct = f"{user}@{host}"
-    if kind in ("disclosure", "stats") and exists:
+    if exists:
         _refuse_bypass(conn, user, host, kind, database)
+    others = _namesakes(conn, user, host)
+    if others:
+        raise Refused(f"will not {'create' if not exists else 'grant a role to'} {acct}: "
+                      f"{', '.join(others)} has the same user name, and ils-redact keys "
+                      "scope and the audit log on the account",
+                      hint="give each person a login name of their own")
     group = rules.staff_role(kind, database)
     steps = plan.steps
     if not exists:
@@ -178,3 +196,38 @@ def members(conn: Connection, rules: Rules) -> list[dict[str, Any]]:
                     "global_privileges": bool(info.get("access")),
                     "created_by_ils_redact": member in created})
     return out
+
+
+def console_login(conn: Connection, rules: Rules, kinds: tuple[str, ...]
+                  ) -> tuple[str, set[str]] | None:
+    """``staff grant``'s refusal, read from what the login may see of itself: MariaDB
+    shows an account its own grants in information_schema (not the grant tables).
+    (database, the role kinds of ``kinds`` the login holds); :class:`Refused` for an
+    account that reaches the Koha tables by itself."""
+    from .connection import current_account
+
+    user, host = current_account(conn)
+    koha = current_database(conn)
+    grantee = "'" + user.replace("'", "''") + "'@'" + host.replace("'", "''") + "'"
+    glob = sorted({str(p) for (p,) in conn.rows(
+        "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES "
+        "WHERE GRANTEE = %s AND PRIVILEGE_TYPE <> 'USAGE'", (grantee,))})
+    local = sorted({str(p) for (p,) in conn.rows(
+        "SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES "
+        "WHERE GRANTEE = %s AND TABLE_SCHEMA = %s UNION "
+        "SELECT PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES "
+        "WHERE GRANTEE = %s AND TABLE_SCHEMA = %s UNION "
+        "SELECT PRIVILEGE_TYPE FROM information_schema.COLUMN_PRIVILEGES "
+        "WHERE GRANTEE = %s AND TABLE_SCHEMA = %s", (grantee, koha) * 3)})
+    if glob:
+        raise Refused(f"{user}@{host} holds global privileges ({', '.join(glob)}) "
+                      "that reach the Koha tables")
+    if local:
+        raise Refused(f"{user}@{host} holds privileges on the Koha database {koha} "
+                      f"({', '.join(local)}): it reads the tables directly")
+    roles = rules.roles(koha)
+    names = {roles[k]: k for k in kinds}
+    held = {names[str(r)] for (r,) in conn.rows(
+        "SELECT ROLE_NAME FROM information_schema.APPLICABLE_ROLES") if str(r) in names}
+    conn.rollback()
+    return koha, held

@@ -52,6 +52,12 @@ HELPER_ROUTINES = (
     ("PROCEDURE", "stats_suppress"), ("PROCEDURE", "stats_emit"),
 )
 WORK_TABLES = ("stats_cell", "stats_page")
+#: layer 5: what ``stats publish`` released (the stats role holds nothing on them)
+PUBLICATION_TABLES = ("stats_publication", "stats_published")
+#: which months are published (the stats role may call it)
+PUBLICATIONS_PROC = "stats_publications"
+#: layer 6: the definer procedure `stats publish` counts through (administrators only)
+COUNT_PROC = "stats_count"
 WORK_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
 #: longest row or column label kept (longer ones are cut, and merge: a lower bound)
 LABEL_CHARS = 200
@@ -208,48 +214,38 @@ _JSON_COLUMNS = ("page INT PATH '$[0]', r INT PATH '$[1]', c INT PATH '$[2]', "
 
 
 def report_body(report: Report, catalog: Catalog, k: int, tz: str) -> str:
-    """The procedure body: see the module docstring."""
-    bounds = ("v_lo", "v_hi")
-    cells = "\n        UNION ALL\n        ".join(cells_sql(m, catalog, bounds)
-                                               for m in report.measures)
+    """The procedure body: the period checked (whole, complete months in the report's
+    zone), then the entries published for those months (``stats_published``, written by
+    ``ils-redact stats publish``) and nothing else: the procedure counts nothing, so every
+    call for a month returns the page published for it."""
+    del catalog, k
     return f"""BEGIN
     DECLARE v_tz VARCHAR(64) DEFAULT @@session.time_zone;
-    DECLARE v_len BIGINT UNSIGNED DEFAULT @@session.group_concat_max_len;
     DECLARE v_lo DATETIME;
     DECLARE v_hi DATETIME;
-    DECLARE v_n BIGINT;
-    DECLARE v_cells LONGTEXT;
     DECLARE EXIT HANDLER FOR SQLEXCEPTION
     BEGIN
-        SET SESSION time_zone = v_tz, SESSION group_concat_max_len = v_len;
-        CALL {{layer}}.stats_clear();
+        SET SESSION time_zone = v_tz;
         RESIGNAL;
     END;
-    SET SESSION time_zone = {string(zone(tz))}, SESSION group_concat_max_len = 1073741824;
+    SET SESSION time_zone = {string(zone(tz))};
     CALL {{layer}}.stats_period(p_from, p_to, v_lo, v_hi);
     CALL {{layer}}.stats_clear();
-    SELECT COUNT(*), JSON_ARRAYAGG(JSON_ARRAY(g.page, g.r, g.c, g.m, g.meas, g.rl, g.cl,
-                                              g.v, g.np))
-    INTO v_n, v_cells
-    FROM (SELECT DENSE_RANK() OVER (ORDER BY u.m, u.meas) AS page,
-                 DENSE_RANK() OVER (PARTITION BY u.m, u.meas ORDER BY u.rl) AS r,
-                 DENSE_RANK() OVER (PARTITION BY u.m, u.meas ORDER BY u.cl) AS c,
-                 u.m, u.meas, u.rl, u.cl, u.v, u.np
-          FROM (
-        {cells}
-          ) AS u) AS g;
-    IF v_n > 0 AND (v_cells IS NULL OR NOT JSON_VALID(v_cells)
-                    OR JSON_LENGTH(v_cells) <> v_n) THEN
-        SIGNAL SQLSTATE '54000' SET MESSAGE_TEXT = 'report too large (max_allowed_packet)';
-    END IF;
-    INSERT INTO {{layer}}.stats_cell (conn, page, r, c, period, measure, row_value,
-                                      col_value, v, np)
-    SELECT CONNECTION_ID(), j.page, j.r, j.c, j.m, j.meas, j.rl, j.cl, j.v, j.np
-    FROM JSON_TABLE(v_cells, '$[*]' COLUMNS ({_JSON_COLUMNS})) AS j;
-    SET SESSION time_zone = v_tz, SESSION group_concat_max_len = v_len;
-    CALL {{layer}}.stats_suppress({int(k)});
-    CALL {{layer}}.stats_emit();
+    SET SESSION time_zone = v_tz;
+    SELECT IF(p.period = {string(_FLOOR)}, NULL, p.period) AS period, p.measure, p.kind,
+           p.row_value, p.col_value, p.value, p.suppressed
+    FROM {{layer}}.stats_published p
+    WHERE p.report = {_free(report.name)} AND p.period >= DATE(v_lo) AND p.period < DATE(v_hi)
+    ORDER BY p.period, p.measure, p.kind <> 'cell', p.kind, p.row_value, p.col_value;
 END"""
+
+
+def live_sql(report: Report, catalog: Catalog, lo: str, hi: str) -> str:
+    """The counts a page is published from: every measure's plain GROUP BY over
+    [lo, hi) (DATETIME literals, wall-clock time in the report's zone), codes turned
+    into names; (month, measure, row, column, records, distinct patrons)."""
+    bounds = (string(lo), string(hi))
+    return "\nUNION ALL\n".join(cells_sql(m, catalog, bounds) for m in report.measures)
 
 
 def report_procedure(report: Report, catalog: Catalog, layer: str, k: int,
@@ -323,9 +319,13 @@ def stats_grants(rules: Rules, catalog: Catalog, layer: str, roles: dict[str, st
     for t in WORK_TABLES:
         for p in WORK_PRIVILEGES:
             out.add(Grant(owner, "table", layer, t, p))
+    for t in PUBLICATION_TABLES:  # read by the reports; written by `stats publish` (root)
+        out.add(Grant(owner, "table", layer, t, "SELECT"))
     for rtype, name in HELPER_ROUTINES:
         out.add(Grant(owner, rtype.lower(), layer, name, "EXECUTE"))
-    for name in [procedure_name(r) for r in reports] + [CATALOG_PROC]:
+    # MariaDB checks the definer's EXECUTE on its own routine too; nobody else holds it
+    out.add(Grant(owner, "procedure", layer, COUNT_PROC, "EXECUTE"))
+    for name in [procedure_name(r) for r in reports] + [CATALOG_PROC, PUBLICATIONS_PROC]:
         out.add(Grant(owner, "procedure", layer, name, "EXECUTE"))
         out.add(Grant(stats, "procedure", layer, name, "EXECUTE"))
     return out

@@ -22,11 +22,11 @@ from typing import Any
 import pymysql
 
 from ...errors import IlsRedactError
-from ...stats.run import Entry, ReportInfo, ReportResult, choose_report
+from ...stats.run import Entry, Published, ReportInfo, ReportResult, choose_report, in_period
 from .connection import Connection
 from .procedures import _run, layer_of
 from .sqltext import qname
-from .stats import CATALOG_PROC, procedure_name
+from .stats import CATALOG_PROC, PUBLICATIONS_PROC, procedure_name
 
 _DENIED = (1142, 1143, 1370)  # table, column, routine access denied
 _NO_ROUTINE = (1305, 1049)  # routine or database does not exist
@@ -81,4 +81,25 @@ def run_report(conn: Connection, name: str, period_from: dt.date | None = None,
     info = choose_report(list_reports(conn), name, period_from, period_to)
     rows = _call(conn, f"CALL {qname(layer_of(conn), procedure_name(info.name))}(%s, %s)",
                  (period_from, period_to))
-    return ReportResult(info, period_from, period_to, [_entry(r) for r in rows])
+    return ReportResult(info, period_from, period_to, [_entry(r) for r in rows],
+                        publications(conn, info.name, period_from, period_to))
+
+
+def publications(conn: Connection, name: str, lo: dt.date | None, hi: dt.date | None
+                 ) -> list[Published] | None:
+    """The published months of report ``name`` in [lo, hi); None before layer 5."""
+    try:
+        rows = _run(conn, f"CALL {qname(layer_of(conn), PUBLICATIONS_PROC)}()", (), "stats",
+                    denied_refuses=False)
+    except pymysql.err.MySQLError:
+        return None
+    out = []
+    for r in rows:
+        if str(r[0]) != name:
+            continue
+        period = r[1]
+        if isinstance(period, str):
+            period = dt.date.fromisoformat(period)
+        out.append(Published(period, int(r[2]), int(r[3]), str(r[4]), str(r[5]), int(r[6]),
+                             int(r[7]), int(r[8]), int(r[9]), str(r[10])))
+    return in_period(out, lo, hi)

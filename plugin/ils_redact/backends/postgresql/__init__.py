@@ -14,8 +14,10 @@ from .apply import (
     status,
     uninstall,
 )
-from .connection import connect
+from .connection import connect, read_only_reason, require_primary
 from .introspect import read_catalog
+from .query import describe_sqlstate
+from .replication import replication_status, replication_text
 
 ENGINE = "postgresql"
 
@@ -24,10 +26,15 @@ __all__ = [
     "compute_install_plan",
     "compute_uninstall_plan",
     "connect",
+    "describe_sqlstate",
     "install",
     "offline_install_plan",
     "plan_digest",
     "read_catalog",
+    "read_only_reason",
+    "replication_status",
+    "replication_text",
+    "require_primary",
     "status",
     "uninstall",
 ]

@@ -1,14 +1,23 @@
-"""Run a plan: one transaction, under the advisory lock, or not at all.
+"""Run a plan: one transaction, under the layer's lock, or not at all.
 
 The plan is computed inside the transaction, after the lock, so two sysadmins cannot
-interleave; the statements executed are the plan's own strings.  Any error rolls the
-whole transaction back (PostgreSQL DDL, CREATE ROLE included, is transactional), and so
-does a killed client: the database is as it was.
+interleave; the statements executed are the plan's own strings, one per step, each sent
+alone with the extended protocol (``run_statement``).  Any error rolls the whole
+transaction back (PostgreSQL DDL, CREATE ROLE included, is transactional), and so does a
+killed client: the database is as it was.
+
+The lock is one no stranger can take (threat model row 22: an advisory lock key is
+shared by every session, and any login could hold install's): on an installed database,
+the row of the layer's own ``ils_redact.meta`` table that holds its version, ``FOR
+UPDATE``, which needs UPDATE on that table (the layer's owner role, granted to nobody,
+and superusers); on a fresh database, the patron table the install is about to put under
+row-level security, in SHARE ROW EXCLUSIVE mode, which only roles that may write it (the
+ILS) or own it can conflict with, and they could hold up the install's ALTER TABLE in any
+case.  ``--lock-timeout`` bounds the wait, and the error says who to look for.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +30,9 @@ from ...catalog import Catalog
 from ...errors import StateError
 from ...plan import Plan, status_fields
 from ...rules import Rules
-from .connection import current_database, lock_statement, require_superuser
+from .connection import current_database, require_superuser, run_statement
 from .introspect import read_catalog
-from .planner import layer_version_available, plan_install
+from .planner import layer_version_available, plan_install, qname
 from .state import PgState, read_state
 from .uninstall import blockers, plan_uninstall
 
@@ -33,27 +42,71 @@ log = logging.getLogger("ils_redact.sql")
 def plan_digest(plan: Plan) -> str:
     """sha256 of the statements: `install --expect` refuses a plan other than the one
     reviewed."""
-    h = hashlib.sha256()
-    for step in plan.steps:
-        h.update(step.sql.encode())
-        h.update(b"\0")
-    return h.hexdigest()
+    return plan.digest()
 
 
-def _preamble(plan: Plan, lock_timeout: str) -> None:
+#: the installed layer's lock: its version row, which only its owner role may update
+LAYER_LOCK = "SELECT FROM ils_redact.meta WHERE key = 'layer_version' FOR UPDATE"
+
+
+def fresh_lock(rules: Rules) -> str:
+    """The fresh install's lock: the patron table, in a mode that waits for the ILS's
+    writers (as the install's ALTER TABLE would) and for another install, not readers."""
+    return sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+        qname(rules.patron.relation)).as_string(None)
+
+
+def _preamble(plan: Plan, lock_timeout: str, lock: str) -> None:
     plan.preamble = [
         "BEGIN;",
         f"SET LOCAL lock_timeout = {sql.Literal(lock_timeout).as_string(None)};",
-        lock_statement() + ";  -- one install or uninstall at a time",
+        lock + ";  -- one install or uninstall at a time",
     ]
     plan.postamble = ["COMMIT;"]
+
+
+def _installed(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT to_regclass('ils_redact.meta') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def serialise(conn: psycopg.Connection, rules: Rules | None, action: str) -> None:
+    """Take the lock that keeps two installs (or an install and an uninstall) of this
+    database apart; see the module.  In the caller's transaction, with its lock_timeout.
+    ``rules`` None: uninstall (the layer must be installed)."""
+    waiting_for = "ils_redact.meta"
+    try:
+        if _installed(conn):
+            row = conn.execute(LAYER_LOCK).fetchone()
+            if row is not None or rules is None:
+                return
+            # an uninstall that finished while we waited took the row: fresh again
+        if rules is None:
+            return
+        patron = conn.execute("SELECT to_regclass(%s)", (
+            qname(rules.patron.relation).as_string(None),)).fetchone()
+        if not patron or patron[0] is None:
+            return  # the plan reports the rules' missing table
+        waiting_for = rules.patron.relation
+        conn.execute(fresh_lock(rules))
+    except psycopg.errors.LockNotAvailable:
+        raise StateError(
+            f"{action} timed out waiting for the layer's lock (a lock on {waiting_for}): "
+            "another install or uninstall is running, or a session holds that lock; "
+            "nothing was changed",
+            hint="find it in pg_locks and pg_stat_activity, or raise --lock-timeout"
+        ) from None
+    if _installed(conn):
+        raise StateError(f"another install of database {current_database(conn)} finished "
+                         "while this one waited; nothing was changed",
+                         hint=f"run {action} again")
 
 
 def _execute(conn: psycopg.Connection, plan: Plan) -> None:
     for step in plan.steps:
         log.debug("%s", step.sql)
         try:
-            conn.execute(step.sql)  # type: ignore[arg-type]  # a reviewed string, no params
+            run_statement(conn, step.sql)
         except psycopg.errors.LockNotAvailable:
             raise StateError(f"timed out waiting for a lock on {step.target} (the ILS is "
                              "busy with it)", hint="retry, or raise --lock-timeout") from None
@@ -70,7 +123,7 @@ def compute_install_plan(conn: psycopg.Connection, rules: Rules,
     catalog = read_catalog(conn)
     state = read_state(conn, rules)
     plan = plan_install(rules, catalog, state)
-    _preamble(plan, lock_timeout)
+    _preamble(plan, lock_timeout, LAYER_LOCK if state.is_installed else fresh_lock(rules))
     return plan
 
 
@@ -78,7 +131,7 @@ def offline_install_plan(rules: Rules, catalog: Catalog) -> Plan:
     """The plan for a database ils-redact never touched, from a JSON catalog."""
     state = PgState.empty(catalog.database or "<database>", catalog.server_version)
     plan = plan_install(rules, catalog, state)
-    _preamble(plan, "10s")
+    _preamble(plan, "10s", fresh_lock(rules))
     return plan
 
 
@@ -87,21 +140,37 @@ def install(conn: psycopg.Connection, rules: Rules, *, lock_timeout: str = "10s"
     require_superuser(conn, "install")
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout)))
-        conn.execute(lock_statement())  # type: ignore[arg-type]
+        serialise(conn, rules, "install")
         plan = compute_install_plan(conn, rules, lock_timeout)
         if expect and not plan_digest(plan).startswith(expect):
             raise StateError(f"the plan is no longer the one reviewed (sha256 "
                              f"{plan_digest(plan)[:16]}, expected {expect[:16]}); nothing "
                              "was changed", hint="run `ils-redact plan` again and review it")
         _execute(conn, plan)
+        if plan.empty:
+            record_noop_install(conn, rules)
     return plan
+
+
+def record_noop_install(conn: psycopg.Connection, rules: Rules) -> None:
+    """A second install changes nothing, but the rules it was run with are now the
+    installed rules (an edit that plans nothing, or an ILS upgrade): record them once, so
+    `status` stops saying the rules changed since install."""
+    row = conn.execute("SELECT rules_sha256 FROM ils_redact.install_log "
+                       "WHERE action = 'install' ORDER BY id DESC LIMIT 1").fetchone()
+    if row is not None and row[0] == rules.sha256:
+        return
+    conn.execute(
+        "INSERT INTO ils_redact.install_log (action, tool_version, layer_version, "
+        "rules_sha256, changes) VALUES ('install', %s, %s, %s, 0)",
+        (__version__, layer_version_available(), rules.sha256))
 
 
 def compute_uninstall_plan(conn: psycopg.Connection, rules: Rules | None = None,
                            *, check: bool = True) -> tuple[Plan, list[str]]:
     state = read_state(conn, rules) if rules else _state_from_bookkeeping(conn)
     plan = plan_uninstall(conn, state)
-    _preamble(plan, "10s")
+    _preamble(plan, "10s", LAYER_LOCK)
     return plan, (blockers(conn, state) if check else [])
 
 
@@ -131,7 +200,7 @@ def uninstall(conn: psycopg.Connection, *, lock_timeout: str = "10s",
     require_superuser(conn, "uninstall")
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout)))
-        conn.execute(lock_statement())  # type: ignore[arg-type]
+        serialise(conn, None, "uninstall")
         plan, blocking = compute_uninstall_plan(conn)
         if blocking:
             raise StateError("uninstall refused, nothing was changed: " + "; ".join(blocking),

@@ -6,16 +6,11 @@ import logging
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ...errors import ConnectionFailed, StateError
+from ...errors import ConnectionFailed, ReadOnlyServer, StateError
 
 log = logging.getLogger("ils_redact.sql")
-
-#: advisory lock key shared by install, uninstall and every layer upgrade
-#: ("ilsredc" in ASCII); xact-scoped, so it is released with the transaction.
-LOCK_KEY = 0x696C7372656463
 
 _Row = TypeVar("_Row")
 
@@ -48,6 +43,70 @@ def connect(dsn: str, *, debug: bool = False, autocommit: bool = False,
         logging.basicConfig(level=logging.DEBUG, format="%(name)s: %(message)s")
         log.setLevel(logging.DEBUG)
     return conn
+
+
+def service_in_environment() -> str | None:
+    """PGSERVICE, when the environment sets it: libpq would read that service's
+    parameters (a password, a client certificate) into every connection, and no
+    connection parameter turns it off, so the console refuses to start with it."""
+    import os
+
+    return os.environ.get("PGSERVICE") or None
+
+
+def connect_as(dsn: str, login: str, password: str, **kwargs: Any) -> psycopg.Connection:
+    """Connect as ``login`` with exactly ``password``: explicit parameters, so
+    PGPASSWORD and PGPASSFILE are overridden; the password file is the null device; a
+    service (in the DSN or PGSERVICE) is refused.  The DSN may name no password."""
+    import os
+
+    if service_in_environment():
+        raise ConnectionFailed("PGSERVICE is set in the console's environment: libpq "
+                               "would add that service's parameters to staff logins")
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConnectionFailed(f"invalid DSN: {exc}") from None
+    if params.get("service") or params.get("passfile") or params.get("password"):
+        raise ConnectionFailed("the console's DSN must name the server itself (host, port, "
+                               "dbname), not a service, password or password file")
+    params.update(user=login, password=password, passfile=os.devnull)
+    return connect(make_conninfo("", **params), **kwargs)
+
+
+def read_only_reason(conn: psycopg.Connection) -> str | None:
+    """Why this server cannot take writes, or None: a hot standby (in recovery: every
+    write fails with "cannot execute ... during recovery"), or sessions that are read-only
+    by default (``default_transaction_read_only``, set on the server, database or role).
+    Leaves the connection as it found it (no transaction left open)."""
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    row = conn.execute("SELECT pg_is_in_recovery(), "
+                       "current_setting('default_transaction_read_only')::bool").fetchone()
+    if idle and not conn.autocommit:
+        conn.rollback()
+    if row is None:
+        return None
+    if row[0]:
+        return "a read-only replica (a hot standby in recovery)"
+    if row[1]:
+        return "read-only for this session (default_transaction_read_only is on)"
+    return None
+
+
+def require_primary(conn: psycopg.Connection, action: str) -> None:
+    """Refuse, in one line and before anything is printed or written, a command that
+    writes (``action`` names it) on a server that cannot take writes."""
+    why = read_only_reason(conn)
+    if why:
+        raise ReadOnlyServer(f"{action} writes, but {describe_conn(conn)} is {why}",
+                             hint="run it against the primary")
+
+
+def describe_conn(conn: psycopg.Connection) -> str:
+    """host:port/dbname of an open connection, for messages."""
+    info = conn.info
+    host = info.host if info.host and not info.host.startswith("/") else "local socket"
+    return f"{host}:{info.port}/{info.dbname}"
 
 
 def require_superuser(conn: psycopg.Connection, action: str) -> None:
@@ -83,5 +142,13 @@ def server_version(conn: psycopg.Connection) -> str:
     return str(row[0]) if row else ""
 
 
-def lock_statement() -> str:
-    return sql.SQL("SELECT pg_advisory_xact_lock({})").format(sql.Literal(LOCK_KEY)).as_string()
+def run_statement(conn: psycopg.Connection, statement: str) -> None:
+    """Run one planned statement, alone, with the extended query protocol.
+
+    With no parameters psycopg would send the string with the simple protocol, which
+    runs every statement in it; the extended protocol (asked for here by binary results)
+    parses exactly one and refuses a string that holds two ("cannot insert multiple
+    commands into a prepared statement").  A name that ends a statement and starts
+    another can then never run as SQL inside a superuser's transaction (threat model
+    row 16), whatever a plan's step was built from."""
+    conn.execute(statement, binary=True)

@@ -4,10 +4,13 @@ The versioned files in ``sql/postgresql`` hold what is the same for every librar
 objects name the ILS's own tables and columns, so the planner writes them from the rules
 and diffs them by a digest kept in the object's comment (as for policies).
 
-The export function is owned by the disclosure role itself: even a bug in it cannot read
-more than that role may (column grants + row policies apply inside it).  It reads the
+The export function is owned by the ``export_owner`` role: NOLOGIN, granted to nobody
+(an owner may ALTER, DROP or GRANT what it owns: threat model row 21), and itself a
+member of the disclosure role, so even a bug in the function cannot read more than that
+role may (its column grants and row policies apply inside it).  It reads the
 rows, renders the exact bytes handed to the officer (CSV or JSON), hashes them and appends
-the manifest to the audit log, all in the transaction of the read.
+the manifest to the audit log (through ``ils_redact.export_record``: no staff role
+appends to the log directly), all in the transaction of the read.
 """
 
 from __future__ import annotations
@@ -33,16 +36,46 @@ def _rel(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split(".", 1))
 
 
+#: The settings every SECURITY DEFINER function of the layer enters with (the versioned
+#: files spell out the same clauses): ``search_path`` so that nothing in ``pg_temp`` or
+#: the caller's schemas stands in for a catalog object (threat model row 9); the
+#: ``debug_print_*`` trees off, client messages at WARNING or above, and generic plans,
+#: because any login may turn the trees on and read every constant of every query the
+#: function plans, values the caller may not see included (row 17); and the settings that
+#: change how SQL is parsed or values are written as text.
+PINNED_SETTINGS = (
+    ("search_path", "pg_catalog, pg_temp"),
+    ("client_min_messages", "warning"),
+    ("debug_print_parse", "off"),
+    ("debug_print_rewritten", "off"),
+    ("debug_print_plan", "off"),
+    ("plan_cache_mode", "force_generic_plan"),
+    # how the function's own SQL is read and its text written must not be the caller's
+    # choice: standard_conforming_strings = off makes '\.' in a string constant mean '.'
+    # (the JSON export lost every field name, under the hash the audit log recorded);
+    # DateStyle, IntervalStyle, extra_float_digits and bytea_output change the text of
+    # dates, intervals, floats and bytes an export or a message carries.  TimeZone is
+    # not pinned: timestamps are written with their offset (the audit hash in UTC), and
+    # the reports pin their own statistics.time_zone.
+    ("standard_conforming_strings", "on"),
+    ("DateStyle", "'ISO, MDY'"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "1"),
+    ("bytea_output", "hex"),
+)
+PINS = "".join(f"    SET {name} = {value}\n" for name, value in PINNED_SETTINGS)
+
+
 def definer_function(head: sql.Composable, returns: str, language: str, volatility: str,
                      body: sql.Composable) -> str:
     """``CREATE OR REPLACE FUNCTION`` of a SECURITY DEFINER function, with the pinned
-    ``search_path`` every one of the layer's definer functions must have (threat model
-    row 9): the one place that text is written."""
+    settings every one of the layer's definer functions must have
+    (:data:`PINNED_SETTINGS`): the one place that text is written."""
     return _s(sql.SQL(
         "CREATE OR REPLACE FUNCTION {}\n"
         "    RETURNS {}\n"
         "    LANGUAGE {} {} SECURITY DEFINER\n"
-        "    SET search_path = pg_catalog, pg_temp\n"
+        + PINS +
         "AS $fn${}$fn$").format(head, sql.SQL(returns), sql.SQL(language), sql.SQL(volatility),
                                 body))
 
@@ -52,7 +85,7 @@ class Generated:
     """One rules-derived function: its signature, owner, body and who may execute it."""
 
     signature: str  # e.g. ils_redact.export(bigint, text)
-    owner_kind: str  # owner | disclosure
+    owner_kind: str  # owner | export_owner | stats_owner
     create: str
     execute_kinds: tuple[str, ...]
     why: str
@@ -79,8 +112,15 @@ def patron_lookup(rules: Rules) -> Generated:
     who creates a request ("resolve them and show who they are").
 
     An admin could otherwise page through every patron's name and birth date, a list of
-    registered patrons that is itself confidential: so a call names at most
-    ``disclosure.max_patrons`` patrons and every call is an audit entry."""
+    registered patrons that is itself confidential.  Lookups exist to confirm the patrons
+    of one request, so they are bounded as a request is: at most
+    ``disclosure.max_patrons`` names per call and per transaction (a ``LATERAL`` over
+    ``generate_series`` calls it once per row of one statement: refused after the cap),
+    never inside a subtransaction (a savepoint rolled back would forget the count).  Each
+    call is an audit entry and, before any row is returned, a server-log line that
+    survives a rollback (``ils_redact.audit_record``).  What it resolved is remembered for
+    an hour: ``request_create`` records a barcode as a patron's name only if a lookup by
+    the same login resolved it to that patron."""
     p = rules.patron
     b = p.barcode
     display = sql.SQL(", ").join(
@@ -89,25 +129,68 @@ def patron_lookup(rules: Rules) -> Generated:
               if b.active_column else sql.SQL(""))
     body = sql.SQL("""
 DECLARE
-    v_n integer := coalesce(cardinality(p_ids), 0) + coalesce(cardinality(p_barcodes), 0);
-    v_found integer;
+    v_max   integer := ils_redact.setting_int('max_patrons');
+    v_names text[] := ARRAY(SELECT x::text FROM unnest(coalesce(p_ids, '{{}}'::bigint[])) x)
+                      || coalesce(p_barcodes, '{{}}'::text[]);
+    v_tx    integer;
+    v_top   boolean;
+    v_named text[];
+    v_ids   bigint[];
+    v_disp  jsonb[];
+    v_seq   bigint;
 BEGIN
-    IF v_n > ils_redact.setting_int('max_patrons') THEN
+    IF cardinality(v_names) > v_max THEN
         RAISE EXCEPTION 'look up at most % patrons at a time (rules: disclosure.max_patrons)',
-            ils_redact.setting_int('max_patrons') USING ERRCODE = '22023';
+            v_max USING ERRCODE = '22023';
     END IF;
-    RETURN QUERY
-    SELECT x::text, u.{key}::bigint, jsonb_build_object({display})
-    FROM unnest(coalesce(p_ids, '{{}}'::bigint[])) x
-    JOIN {patron} u ON u.{key} = x
-    UNION ALL
-    SELECT bc, u.{key}::bigint, jsonb_build_object({display}, 'barcode', c.{bcol}{active})
-    FROM unnest(coalesce(p_barcodes, '{{}}'::text[])) bc
-    JOIN {card} c ON c.{bcol} = bc
-    JOIN {patron} u ON u.{key} = c.{bkey};
-    GET DIAGNOSTICS v_found = ROW_COUNT;
-    PERFORM ils_redact.audit_append('patron.lookup', NULL, jsonb_build_object(
-        'ids', to_jsonb(p_ids), 'barcodes', to_jsonb(p_barcodes), 'found', v_found));
+    IF cardinality(v_names) > 0 THEN
+        -- request_create accepts what was resolved within the hour
+        DELETE FROM ils_redact.patron_lookup_tx
+        WHERE at < statement_timestamp() - interval '1 hour';
+        SELECT count(DISTINCT n) INTO v_tx
+        FROM (SELECT t.named_as FROM ils_redact.patron_lookup_tx t
+              WHERE t.xid = pg_current_xact_id()
+              UNION ALL SELECT unnest(v_names)) x(n);
+        IF v_tx > v_max THEN
+            RAISE EXCEPTION 'look up at most % patrons in one transaction (rules: '
+                'disclosure.max_patrons): lookups confirm the patrons of one request',
+                v_max USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    SELECT coalesce(array_agg(r.named_as ORDER BY r.src, r.ord), '{{}}'),
+           coalesce(array_agg(r.patron_id ORDER BY r.src, r.ord), '{{}}'),
+           coalesce(array_agg(r.display ORDER BY r.src, r.ord), '{{}}')
+    INTO v_named, v_ids, v_disp
+    FROM (SELECT 1 AS src, x.i AS ord, x.v::text AS named_as, u.{key}::bigint AS patron_id,
+                 jsonb_build_object({display}) AS display
+          FROM unnest(coalesce(p_ids, '{{}}'::bigint[])) WITH ORDINALITY x(v, i)
+          JOIN {patron} u ON u.{key} = x.v
+          UNION ALL
+          SELECT 2, x.i, x.v, u.{key}::bigint,
+                 jsonb_build_object({display}, 'barcode', c.{bcol}{active})
+          FROM unnest(coalesce(p_barcodes, '{{}}'::text[])) WITH ORDINALITY x(v, i)
+          JOIN {card} c ON c.{bcol} = x.v
+          JOIN {patron} u ON u.{key} = c.{bkey}) r;
+    IF cardinality(v_names) > 0 THEN
+        -- every name, resolved or not; the rows' xmin is this transaction's own id unless
+        -- the call runs in a subtransaction
+        WITH ins AS (
+            INSERT INTO ils_redact.patron_lookup_tx (named_as, patron_id)
+            SELECT n, (SELECT v_ids[k] FROM generate_subscripts(v_named, 1) k
+                       WHERE v_named[k] = n LIMIT 1)
+            FROM unnest(v_names) n
+            RETURNING xmin = pg_current_xact_id()::xid AS top)
+        SELECT bool_and(top) INTO v_top FROM ins;
+        IF NOT v_top THEN
+            RAISE EXCEPTION 'patron lookups cannot run inside a savepoint or subtransaction'
+                USING ERRCODE = '25000';
+        END IF;
+    END IF;
+    -- the audit entry, and its server-log line (kept even if the caller rolls back)
+    v_seq := ils_redact.audit_record('patron.lookup', NULL, jsonb_build_object(
+        'ids', to_jsonb(p_ids), 'barcodes', to_jsonb(p_barcodes),
+        'found', cardinality(v_ids), 'patrons', to_jsonb(v_ids)), v_ids);
+    RETURN QUERY SELECT x.n, x.p, x.d FROM unnest(v_named, v_ids, v_disp) x(n, p, d);
 END
 """).format(key=sql.Identifier(p.key), display=display, patron=_rel(p.relation),
             card=_rel(b.relation), bcol=sql.Identifier(b.column), bkey=sql.Identifier(b.patron_key),
@@ -148,8 +231,10 @@ def _branches(rules: Rules, catalog: Catalog, shape: str) -> sql.Composable:
                 sql.SQL("t.{}::text").format(sql.Identifier(c.rsplit(".", 1)[1]))
                 if c.rsplit(".", 1)[0] == t.relation else sql.SQL("NULL") for c in allow))
         else:
+            # keyed by the qualified name: the document reads ``vals -> c`` for each of
+            # the request's columns, which are qualified (relation.column)
             vals = sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-                sql.SQL("{}, t.{}").format(sql.Literal(c), sql.Identifier(c))
+                sql.SQL("{}, t.{}").format(sql.Literal(f"{t.relation}.{c}"), sql.Identifier(c))
                 for c in t.columns))
         branches.append(sql.SQL(
             "SELECT t.{key}::bigint AS patron_id, {ord} AS rel_order, {relname}::text AS relation,"
@@ -176,8 +261,7 @@ DECLARE
 BEGIN
     SELECT * INTO v FROM ils_redact.export_check(p_request);
     IF NOT v.ok THEN
-        v_seq := ils_redact.audit_append('export.refused', p_request,
-                     jsonb_build_object('reason', v.reason, 'format', p_format));
+        v_seq := ils_redact.log_refusal('export', p_request, v.reason);
         RETURN QUERY SELECT v_seq, NULL::text, jsonb_build_object('refused', v.reason);
         RETURN;
     END IF;
@@ -215,16 +299,10 @@ BEGIN
         INTO v_doc, v_rows, v_patrons
         FROM ({json_rows}) s;
     END IF;
-    v_manifest := jsonb_build_object(
-        'request', p_request, 'basis', v.basis, 'format', p_format,
-        'columns', to_jsonb(v_cols), 'rows', v_rows, 'patrons', v_patrons,
-        'sha256', encode(sha256(convert_to(v_doc, 'UTF8')), 'hex'),
-        'bytes', octet_length(convert_to(v_doc, 'UTF8')),
-        'exported_by', session_user, 'exported_at', statement_timestamp());
-    v_seq := ils_redact.audit_append('export', p_request, v_manifest);
-    -- the server log keeps a line even if the caller rolls the transaction back
-    RAISE LOG 'ils-redact: export of request % by % (% rows, sha256 %), audit entry %',
-        p_request, session_user, v_rows, v_manifest ->> 'sha256', v_seq;
+    -- the manifest entry, built and hashed by the layer, and its server-log line (kept
+    -- even if the caller rolls the transaction back), before the document is returned
+    SELECT x.seq, x.manifest INTO v_seq, v_manifest
+    FROM ils_redact.export_record(p_request, p_format, v_cols, v_doc, v_rows, v_patrons) x;
     RETURN QUERY SELECT v_seq, v_doc, v_manifest;
 END
 """).format(allow=allow, text_rows=_branches(rules, catalog, "text"),
@@ -232,7 +310,7 @@ END
     create = definer_function(
         sql.SQL("ils_redact.export(p_request bigint, p_format text)"),
         "TABLE (audit_seq bigint, document text, manifest jsonb)", "plpgsql", "VOLATILE", body)
-    return Generated("ils_redact.export(bigint, text)", "disclosure", create, ("exporter",),
+    return Generated("ils_redact.export(bigint, text)", "export_owner", create, ("exporter",),
                      "the logged export: identity rows of one approved request's patrons")
 
 

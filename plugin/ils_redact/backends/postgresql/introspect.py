@@ -8,6 +8,7 @@ callers skip them where they must (classification, verify).
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 from ...catalog import Catalog, Column, ForeignKey, Function, Relation
 from .connection import current_database, server_version
@@ -127,7 +128,7 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         "SELECT nspname FROM pg_namespace WHERE nspname <> ALL (%(system)s) "
         "AND nspname NOT LIKE 'pg\\_temp\\_%%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%%' "
         "ORDER BY 1", params))
-    return Catalog(
+    catalog = Catalog(
         engine="postgresql",
         database=current_database(conn),
         relations=relations,
@@ -136,3 +137,66 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         server_version=server_version(conn),
         source="live",
     )
+    return with_release(conn, catalog)
+
+
+def with_release(conn: psycopg.Connection, catalog: Catalog) -> Catalog:
+    """The ILS release the database says it is at (adapters/releases.py)."""
+    from ...releases import detect_release
+
+    found = detect_release(conn, "postgresql")
+    if found is not None:
+        catalog.release = found.version
+        catalog.extra["release"] = found.describe()
+    return catalog
+
+
+# -- naming catalog objects safely ---------------------------------------------------------
+#
+# Catalog text is attacker-controlled (threat model row 16): any login may create objects
+# in pg_temp, and in any schema it may CREATE in, with names holding quotes, parentheses
+# and semicolons, and GRANT on them to the layer's roles.  SQL that names such an object
+# is therefore never pasted from a signature or a name the catalog printed
+# (pg_get_function_identity_arguments, regprocedure, format_type): it is built from the
+# object's OID, each part (schema, name, every argument type's schema and name) read as
+# a separate value and quoted by sql.Identifier.  An argument type is named by its own
+# pg_type row, so an array type is its internal name ("pg_catalog"."_int4" is int4[]).
+
+def arg_types(proc: str) -> sql.Composable:
+    """SQL that reads the argument types of the pg_proc row ``proc`` (an alias) as a
+    text[][] of {type schema, type name}, in order: the input arguments, which GRANT and
+    REVOKE match."""
+    return sql.SQL("""ARRAY(SELECT ARRAY[tn.nspname::text, ty.typname::text]
+      FROM unnest({p}.proargtypes::oid[]) WITH ORDINALITY a(t, i)
+      JOIN pg_type ty ON ty.oid = a.t JOIN pg_namespace tn ON tn.oid = ty.typnamespace
+      ORDER BY a.i)""").format(p=sql.Identifier(proc))
+
+
+def temp_schema(ns: str) -> sql.Composable:
+    """SQL true when the pg_namespace row ``ns`` (an alias) is a session's temporary
+    schema (for a query run with parameters: ``%%`` is one ``%``)."""
+    return sql.SQL("({n}.nspname LIKE 'pg\\_temp\\_%%' OR {n}.nspname LIKE "
+                   "'pg\\_toast\\_temp\\_%%')").format(n=sql.Identifier(ns))
+
+
+def function_ident(schema: str, name: str, argtypes: list[list[str]] | None) -> sql.Composable:
+    """``"schema"."name"("typschema"."typname", ...)``: a routine, every part quoted."""
+    args = sql.SQL(", ").join(sql.Identifier(ts, tn) for ts, tn in (argtypes or []))
+    return sql.SQL("{}({})").format(sql.Identifier(schema, name), args)
+
+
+_FUNCTION_PARTS = sql.SQL("""
+SELECT p.oid, n.nspname::text, p.proname::text, {args}
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE p.oid = ANY (%s::oid[])
+""").format(args=arg_types("p"))
+
+
+def function_idents(conn: psycopg.Connection, oids: list[int]) -> dict[int, sql.Composable]:
+    """OID -> the routine as SQL (see ``function_ident``), for every OID given."""
+    if not oids:
+        return {}
+    return {int(oid): function_ident(schema, name, args) for oid, schema, name, args in
+            conn.execute(_FUNCTION_PARTS, (sorted(set(oids)),))}
+
+

@@ -4,28 +4,40 @@ Desired state is computed from the rules alone (allow-list: the disclosure role 
 identity columns and nothing else); the plan is the difference to what the catalog holds,
 so a second install plans nothing and an edited rules file plans only the change.  Every
 identifier passes through ``psycopg.sql.Identifier``; the rendered strings are what runs.
+
+Catalog text is attacker-controlled (threat model row 16): an object the catalog shows is
+named in SQL only through parts read by OID and quoted one by one (``Priv.ident``,
+``introspect``), never by pasting a signature or a name the catalog printed; objects in
+sessions' temporary schemas are not diffed at all (reported in the plan's notes); catalog
+text that reaches a comment line goes through ``printable``.  Each step is exactly one
+statement (the layer files are split at plan time), and the executor runs each with the
+extended protocol, which refuses a string that holds two.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pglast
 from psycopg import sql
 
 from ... import __version__
 from ...catalog import Catalog
+from ...engine import Privileges
 from ...errors import StateError
-from ...plan import Plan, Step
+from ...plan import InstallContext, InstallPass, Plan, Step, grant_missing, revoke_drift
 from ...resources import sql_dir
-from ...rules import Rules, check_against_catalog
+from ...rules import Rules
+from ...text import printable
 from ..layer_settings import settings
 from .generated import MARK, Generated, generated_functions, settings_sql
-from .state import STATS_SCHEMA, Installed, PgState, Priv, make_marker
+from .hardening import counter_steps, temp_steps
+from .state import STATS_SCHEMA, Installed, LayerObject, PgState, Priv, make_marker
 
 PASSTHROUGH = "ils_redact_passthrough"
 SCOPE_POLICY = "ils_redact_scope"
@@ -50,9 +62,43 @@ class LayerFile:
 
     def render(self, roles: dict[str, str], ils_owner: str) -> str:
         text = self.path.read_text(encoding="utf-8")
-        idents = {k: sql.Identifier(v) for k, v in roles.items()}
+        idents: dict[str, sql.Composable] = {k: sql.Identifier(v) for k, v in roles.items()}
         idents["ils_owner"] = sql.Identifier(ils_owner)
-        return _s(sql.SQL(text).format(**idents))  # type: ignore[arg-type]
+        # the same names as string literals, for function bodies that ask about a role
+        # (pg_has_role): ``{exporter_name}``
+        idents |= {f"{k}_name": sql.Literal(v) for k, v in roles.items()}
+        idents["ils_owner_name"] = sql.Literal(ils_owner)
+        return _s(sql.SQL(text).format(**idents))
+
+    def statements(self, roles: dict[str, str], ils_owner: str
+                   ) -> list[tuple[str | None, str]]:
+        """(the comment lines above it, the statement) for each statement of the file,
+        split by PostgreSQL's own parser (pglast): one statement per step, so the
+        executor can run each alone (threat model row 16)."""
+        return split_statements(self.render(roles, ils_owner), self.path.name)
+
+
+def split_statements(text: str, name: str) -> list[tuple[str | None, str]]:
+    """A script -> (comment, statement) pairs; the comment is the text between the
+    previous statement's line and this statement (comments, blank lines), None when
+    there is none."""
+    try:
+        slices = pglast.split(text, with_parser=True, only_slices=True)
+    except pglast.parser.ParseError as exc:
+        raise StateError(f"sql/postgresql/{name}: {exc}") from None
+    out: list[tuple[str | None, str]] = []
+    pos = 0
+    for sl in slices:
+        lead = text[pos:sl.start]
+        if out:  # after the previous statement: its semicolon and the end of its line
+            lead = lead.lstrip(" \t").removeprefix(";").lstrip(" \t").removeprefix("\n")
+        # what stands between: None when nothing does (the next line), else the lines
+        out.append((lead.removesuffix("\n") if lead else None, text[sl.start:sl.stop]))
+        pos = sl.stop
+    rest = text[pos:].strip().lstrip(";").strip()
+    if any(line.strip() and not line.strip().startswith("--") for line in rest.splitlines()):
+        raise StateError(f"sql/postgresql/{name}: text after the last statement")
+    return out
 
 
 def layer_files() -> list[LayerFile]:
@@ -165,15 +211,14 @@ _PRIV_TARGET = {
 
 
 def _object_ident(p: Priv) -> sql.Composable:
+    """The object of a privilege as SQL: read from the catalog by OID (``Priv.ident``),
+    or, for a privilege the rules give, the rules' own (validated) names."""
+    if p.ident is not None:
+        return p.ident
     if p.objtype in ("database", "schema"):
         return sql.Identifier(p.object)
     if p.objtype == "function":
-        # signature as pg_get_function_identity_arguments printed it: name(args)
-        m = re.match(r"^([^.]+)\.([^(]+)\((.*)\)$", p.object)
-        if not m:
-            raise StateError(f"cannot parse function signature {p.object}")
-        return sql.SQL("{}.{}({})").format(sql.Identifier(m[1]), sql.Identifier(m[2]),
-                                           sql.SQL(m[3]))
+        raise StateError(f"no safe name for function {printable(p.object)}")
     return qname(p.object)
 
 
@@ -185,10 +230,12 @@ def grant_sql(privs: list[Priv], revoke: bool = False) -> str:
     if p.objtype == "column":
         cols = sql.SQL(", ").join(sql.Identifier(x.column or "") for x in privs)
         return _s(sql.SQL("{} {} ({}) ON {} {} {}").format(
-            sql.SQL(verb), sql.SQL(p.privilege), cols, qname(p.object), sql.SQL(prep),
+            sql.SQL(verb), sql.SQL(p.privilege), cols, _object_ident(p), sql.SQL(prep),
             sql.Identifier(p.role)))
+    # ROUTINE: a function, a procedure or an aggregate, whichever the catalog holds
+    target = "ROUTINE" if p.objtype == "function" else _PRIV_TARGET[p.objtype]
     return _s(sql.SQL("{} {} ON {} {} {} {}").format(
-        sql.SQL(verb), sql.SQL(p.privilege), sql.SQL(_PRIV_TARGET[p.objtype]),
+        sql.SQL(verb), sql.SQL(p.privilege), sql.SQL(target),
         _object_ident(p), sql.SQL(prep), sql.Identifier(p.role)))
 
 
@@ -218,21 +265,71 @@ _ROLE_WHY = {
     "stats": "reads suppressed aggregate reports only",
     "stats_owner": "owns the statistics reports and reads only the columns they count; "
                    "never granted to a person",
+    "export_owner": "owns the logged export function; a member of the disclosure role (its "
+                    "column grants and row policy bind the export), granted to nobody",
 }
+
+#: role kinds that own layer objects: NOLOGIN, granted to nobody (threat model row 21)
+#: the export records itself through this function (layer file 0005)
+EXPORT_RECORD = "ils_redact.export_record(bigint, text, text[], text, integer, integer)"
+OWNER_KINDS = ("owner", "stats_owner", "export_owner")
+#: role kinds that inherit what they are granted: the export's owner must have the
+#: disclosure role's privileges inside the function; the layer's owner must have those of
+#: the predefined roles below (the others are NOINHERIT)
+INHERIT_KINDS = ("owner", "export_owner")
+#: predefined roles the layer's owner (the SECURITY DEFINER functions' owner) is a member
+#: of, each a recorded membership: ``pg_signal_backend`` so that a revoke ends the
+#: grantee's sessions (a REPEATABLE READ snapshot outlives the scope rows it read) and the
+#: audit log's writers end a transaction that has held the audit chain's lock far longer
+#: than any layer call takes (its holder would otherwise freeze every approval, export and
+#: revoke); ``pg_read_all_stats`` so that they see when that transaction began and who
+#: holds the lock (``pg_stat_activity`` hides both from other roles; ``pg_locks`` is
+#: taken from PUBLIC by ``hardening.revoke_public_counters``).  Neither signals or reads
+#: a superuser's session beyond what pg_stat_activity shows.
+OWNER_PREDEFINED = ("pg_signal_backend", "pg_read_all_stats")
+_PREDEFINED_WHY = {
+    "pg_signal_backend": "ends sessions the layer must end: a revoked request's grantee's "
+                         "(an open snapshot still reads the scope), and a stale holder of "
+                         "the audit log's lock",
+    "pg_read_all_stats": "sees when a holder of the audit log's lock began its transaction "
+                         "and who it is (pg_stat_activity, pg_locks)",
+}
+
+#: what ``plan`` and ``install`` warn about, and verify reports (H-EXPLAIN-ANALYZE), when
+#: the rules say ``disclosure.access: role``: the channel no grant closes
+ROLE_MODE_EXPLAIN = (
+    "disclosure.access: role lets the disclosure role's logins type SQL against identity "
+    "tables, and EXPLAIN ANALYZE (which needs only SELECT) runs index scans before the "
+    "row policy: with enable_seqscan and enable_indexscan off, the 'actual rows' of a "
+    "Bitmap Index Scan and 'Rows Removed by Filter' count hidden rows exactly per index "
+    "condition, and a BitmapOr (WHERE card = 5 OR family_name = 'Okafor') tells whether "
+    "two indexed values belong to one hidden row: a login with an empty scope enumerates "
+    "every value of every indexed identity column (barcodes, card and patron ids, and "
+    "names where a plain index exists) and links them, with no audit entry. No grant "
+    "closes this; disclosure.access: function (the default) does.")
 
 
 def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
-    notices = check_against_catalog(rules, catalog)
-    roles = rules.roles(state.database)
-    plan = Plan(action="install", database=state.database, engine="postgresql",
-                server_version=state.server_version or catalog.server_version,
-                rules_file=str(rules.path or ""), rules_sha256=rules.sha256)
-    if notices:
-        plan.notes.append(f"{len(notices)} relations or columns are not classified by the "
-                          "rules (closed to restricted roles); `ils-redact verify` lists them")
-    steps = plan.steps
-    fresh = not state.is_installed
-    ils_owner = ils_owner_of(rules, catalog)
+    """The install plan (``plan.plan_install`` with this engine's passes)."""
+    from ...plan import plan_install as install_plan
+    from .engine import ENGINE
+
+    return install_plan(ENGINE, rules, catalog, state)
+
+
+def _names(ctx: InstallContext) -> list[Step]:
+    """The role names the rules give, refused when PostgreSQL would cut them or when the
+    database is installed under other names."""
+    rules, state = ctx.rules, ctx.state
+    roles = ctx.facts["roles"] = rules.roles(state.database)
+    ctx.facts["fresh"] = not state.is_installed
+    ctx.facts["ils_owner"] = ils_owner_of(rules, ctx.catalog)
+    if rules.disclosure.access == "role":
+        ctx.plan.notes.append(f"warning: {ROLE_MODE_EXPLAIN}")
+    too_long = sorted(n for n in roles.values() if len(n.encode()) > 63)
+    if too_long:  # PostgreSQL would cut them to 63 bytes, and two kinds could collide
+        raise StateError(f"role name {too_long[0]} is longer than PostgreSQL's 63 bytes",
+                         hint=f"shorten role_prefix ({rules.where('role_prefix')})")
 
     recorded_roles = {i.object for i in state.installed_of("role")}
     wanted_roles = {f"role {name}" for name in roles.values()}
@@ -243,153 +340,345 @@ def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
             f"({', '.join(sorted(r[5:] for r in recorded_roles))}); the rules now name "
             f"{', '.join(sorted(roles.values()))}",
             hint="uninstall with the rules it was installed with, then install again")
+    return []
 
-    # 1. roles: created here, or ours already (marker names this database)
+
+def _roles(ctx: InstallContext) -> list[Step]:
+    """1. roles: created here, or ours already (marker names this database)."""
+    state, roles, fresh = ctx.state, ctx.facts["roles"], ctx.facts["fresh"]
+    steps: list[Step] = []
     role_records: list[tuple[str, str, dict | None, dict | None]] = []
+    ctx.facts["role_records"] = role_records
     for kind, name in roles.items():
         info = state.roles.get(name)
+        inherit = "INHERIT" if kind in INHERIT_KINDS else "NOINHERIT"
         if info is None:
             steps.append(Step("create-role", f"role {name}", _s(sql.SQL(
                 "CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                "NOBYPASSRLS NOINHERIT").format(sql.Identifier(name))),
+                "NOBYPASSRLS {}").format(sql.Identifier(name), sql.SQL(inherit))),
                 f"role {name}: {_ROLE_WHY[kind]}"))
             steps.append(Step("comment-role", f"role {name}", _s(sql.SQL(
                 "COMMENT ON ROLE {} IS {}").format(sql.Identifier(name), sql.Literal(
                     make_marker(state.database, kind))))))
             role_records.append(("role", f"role {name}", {"kind": kind, "name": name}, None))
+            if kind == "export_owner" and _sig(EXPORT_RECORD) in state.layer_functions:
+                # the layer file that grants export_record to this role ran before the
+                # role was lost (dropped by hand): the export records through it
+                steps.append(Step("function-acl", EXPORT_RECORD, _s(sql.SQL(
+                    "GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                        state.layer_function_idents[_sig(EXPORT_RECORD)],
+                        sql.Identifier(name))),
+                    f"{name} records the export it owns (export_record)"))
             continue
         marker = info.marker
         if marker is None:
             raise StateError(f"role {name} already exists and was not created by ils-redact",
                              hint="choose another role_prefix in the rules")
+        if marker.get("database") != state.database and (
+                marker.get("database") not in state.databases):
+            raise orphaned_role(name, str(marker.get("database")), state)
         if marker.get("database") != state.database:
             raise StateError(
                 f"role {name} belongs to the ils-redact install in database "
                 f"{marker.get('database')}; roles are cluster-wide",
                 hint="give this database its own role_prefix (e.g. ils_redact_{database}_)")
         if fresh:
-            raise StateError(f"role {name} exists but the ils_redact schema does not",
-                             hint="a previous uninstall was interrupted; drop the role or "
-                                  "choose another role_prefix")
+            held = _holders(name, state)
+            raise StateError(
+                f"role {name} exists but the ils_redact schema does not: database "
+                f"{state.database} was dropped and created again without `ils-redact "
+                "uninstall`, or an uninstall was interrupted"
+                + (f"; logins still holding its roles: {', '.join(held)}" if held else ""),
+                hint=f"remove the roles with `ils-redact uninstall --orphaned "
+                     f"{state.database}`, or choose another role_prefix")
         if (info.superuser or info.bypassrls or info.login or info.createrole
-                or info.createdb or info.replication):
+                or info.createdb or info.replication
+                or info.inherit != (kind in INHERIT_KINDS)):
             steps.append(Step("alter-role", f"role {name}", _s(sql.SQL(
                 "ALTER ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                "NOBYPASSRLS").format(sql.Identifier(name))),
-                f"role {name} was given attributes by hand: a restricted role has none"))
+                "NOBYPASSRLS {}").format(sql.Identifier(name), sql.SQL(inherit))),
+                f"role {name} was given attributes by hand: a layer role has none"
+                if (info.superuser or info.bypassrls or info.login or info.createrole
+                    or info.createdb or info.replication)
+                else f"role {name}: {inherit} (the layer's owner inherits the predefined "
+                     "roles it is a member of)"))
+    return steps
 
-    # 2. the layer's own objects, versioned
-    have = state.layer_version or 0
+
+def _memberships(ctx: InstallContext) -> list[Step]:
+    return (_predefined_steps(ctx.facts["roles"]["owner"], ctx.state,
+                              ctx.facts["role_records"], ctx.facts["fresh"])
+            + _membership_steps(ctx.rules, ctx.facts["roles"], ctx.state))
+
+
+def _predefined_steps(owner: str, state: PgState, role_records: list,
+                      fresh: bool) -> list[Step]:
+    """The layer owner's predefined roles (``OWNER_PREDEFINED``), each a recorded
+    membership (uninstall revokes it); recorded with the roles when the layer's schema
+    does not exist yet."""
+    steps: list[Step] = []
+    for group in OWNER_PREDEFINED:
+        if state.live and group not in state.existing_roles:
+            continue  # a server without it (none of those supported)
+        key = f"membership {group} {owner}"
+        if (owner, group) not in state.memberships:
+            steps.append(Step("grant-role", f"role {owner}", _s(sql.SQL(
+                "GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(owner))),
+                f"{owner} {_PREDEFINED_WHY[group]}"))
+        if not state.record(key):
+            detail = {"group": group, "login": owner}
+            if fresh:
+                role_records.append(("membership", key, detail, None))
+            else:
+                steps.append(Step("record", key, record_sql("membership", key, detail)))
+    return steps
+
+
+def _layer(ctx: InstallContext) -> list[Step]:
+    """2. the layer's own objects, versioned: one statement per step; then the records
+    of what a fresh install created (the schema, the roles)."""
+    roles, ils_owner = ctx.facts["roles"], ctx.facts["ils_owner"]
+    steps: list[Step] = []
+    have = ctx.state.layer_version or 0
     for f in layer_files():
         if f.version > have:
-            steps.append(Step("layer", f"ils_redact layer v{f.version}",
-                              f.render(roles, ils_owner),
-                              f"layer objects, sql/postgresql/{f.path.name}"))
-    if fresh:
+            for i, (comment, stmt) in enumerate(f.statements(roles, ils_owner)):
+                steps.append(Step("layer", f"ils_redact layer v{f.version}", stmt,
+                                  f"layer objects, sql/postgresql/{f.path.name}" if i == 0
+                                  else "", comment=comment))
+    if ctx.facts["fresh"]:
         steps.append(Step("record", "ils_redact", record_sql(
             "layer", "schema ils_redact", {"schema": "ils_redact"})))
-    if role_records:
-        steps.append(Step("record", "roles", records_sql(role_records)))
+    if ctx.facts["role_records"]:
+        steps.append(Step("record", "roles", records_sql(ctx.facts["role_records"])))
+    return steps
 
-    # 3. privileges on ILS objects: desired minus actual, and actual minus desired
+
+def _reports(ctx: InstallContext) -> list[Step]:
+    """3. privileges on ILS objects: what the statistics reports read is given to their
+    owner (the diff itself is ``plan.revoke_drift`` and ``plan.grant_missing``)."""
     from ...stats import all_reports  # the stats package imports this backend
 
-    reports = all_reports(rules, catalog)
-    stats_columns: dict[str, set[str]] = {}
-    for r in reports:
-        for rel, cols in r.columns_read().items():
-            stats_columns.setdefault(catalog.qualify(rel), set()).update(cols)
-    desired = desired_privileges(rules, roles, state, stats_columns)
-    ours = set(roles.values())
-    actual = {p for p in state.privileges if p.role in ours}
-    for group in _grouped(actual - desired):
-        steps.append(Step("revoke", group[0].object, grant_sql(group, revoke=True),
-                          f"{group[0].role} must not hold this (not in the rules)"))
-        gone = [p.key for p in group if state.record(p.key)]
-        if gone:
-            steps.append(Step("record", group[0].object, unrecord_sql(*gone)))
-    for group in _grouped(desired - actual):
-        steps.append(Step("grant", group[0].object, grant_sql(group),
-                          _grant_why(group[0], rules)))
-        steps.append(Step("record", group[0].object, records_sql(
-            [("grant", p.key, p.to_json(), None) for p in group])))
+    ctx.facts["reports"] = all_reports(ctx.rules, ctx.catalog)
+    return []
 
-    # 4. settings the database enforces, and the functions written from the rules
+
+def _temporary(ctx: InstallContext) -> list[Step]:
+    ctx.plan.notes.extend(temporary_notes(ctx.state, set(ctx.facts["roles"].values())))
+    return []
+
+
+def _generated(ctx: InstallContext) -> list[Step]:
+    """4. settings the database enforces, and the functions written from the rules."""
+    rules, state, roles = ctx.rules, ctx.state, ctx.facts["roles"]
+    steps: list[Step] = []
     want = settings(rules)
     if (state.settings or {}) != want:
         steps.append(Step("settings", "ils_redact.setting", settings_sql(want),
                           "limits from the rules that the database itself enforces"))
-    for g in generated_functions(rules, catalog):
+    generated = ctx.facts["generated"] = generated_functions(rules, ctx.catalog)
+    for g in generated:
         steps.extend(_generated_steps(g, state, roles))
-    steps.extend(_stats_steps(rules, reports, state, roles))
-
-    # 5. row-level security on every table where the disclosure role holds a grant
-    steps.extend(_rls_steps(rules, catalog, state, roles))
-
-    # 6. optional hardening: TEMP taken from PUBLIC, given to the roles that need it
-    steps.extend(_temp_steps(rules, state))
-
-    if steps:
-        steps.append(Step("record", "install_log", _s(sql.SQL(
-            "INSERT INTO ils_redact.install_log (action, tool_version, layer_version, "
-            "rules_sha256, changes) VALUES ('install', {}, {}, {}, {})").format(
-            sql.Literal(__version__), sql.Literal(layer_version_available()),
-            sql.Literal(rules.sha256),
-            sql.Literal(sum(1 for s in steps if s.kind != "record"))))))
-    return plan
-
-
-def temp_sql(verb: str, database: str, role: str | None) -> str:
-    """GRANT/REVOKE TEMPORARY ON DATABASE ... TO/FROM a role, or PUBLIC when role is None."""
-    who = sql.SQL("PUBLIC") if role is None else sql.Identifier(role)
-    return _s(sql.SQL("{} TEMPORARY ON DATABASE {} {} {}").format(
-        sql.SQL(verb), sql.Identifier(database), sql.SQL("TO" if verb == "GRANT" else "FROM"),
-        who))
-
-
-def _temp_steps(rules: Rules, state: PgState) -> list[Step]:
-    """``hardening.revoke_public_temp``: PUBLIC loses TEMP, ``temp_roles`` get it.  The
-    prior state is recorded, and turning the setting off (or uninstall) restores it."""
-    h = rules.hardening
-    db = state.database
-    steps: list[Step] = []
-    public_rec = state.record("temp public")
-    granted = {i.detail["role"]: i for i in state.installed_of("temp-grant")}
-    wanted = set(h.temp_roles) if h.revoke_public_temp else set()
-    missing = sorted(wanted - state.existing_roles)
-    if missing:
-        raise StateError(f"hardening.temp_roles names {', '.join(missing)}, which does not "
-                         "exist", hint=rules.where("hardening", "temp_roles"))
-    if h.revoke_public_temp:
-        if state.public_temp:
-            steps.append(Step("revoke-temp", db, temp_sql("REVOKE", db, None),
-                              "restricted roles may not create temporary tables or functions"))
-            if public_rec is None:
-                steps.append(Step("record", db, record_sql("temp", "temp public", {},
-                                                           {"public_temp": True})))
-    elif public_rec is not None:
-        if (public_rec.prior or {}).get("public_temp") and not state.public_temp:
-            steps.append(Step("grant-temp", db, temp_sql("GRANT", db, None),
-                              "TEMP back to PUBLIC, as it was before ils-redact"))
-        steps.append(Step("record", db, unrecord_sql("temp public")))
-    for role in sorted(wanted):
-        if (role, "TEMPORARY") in state.database_acl:
-            continue
-        steps.append(Step("grant-temp", role, temp_sql("GRANT", db, role),
-                          f"{role} keeps TEMP (hardening.temp_roles)"))
-        if role not in granted:
-            steps.append(Step("record", role, record_sql("temp-grant", f"temp grant {role}",
-                                                         {"role": role})))
-    for role in sorted(set(granted) - wanted):
-        if (role, "TEMPORARY") in state.database_acl:
-            steps.append(Step("revoke-temp", role, temp_sql("REVOKE", db, role),
-                              f"{role} no longer in hardening.temp_roles"))
-        steps.append(Step("record", role, unrecord_sql(f"temp grant {role}")))
+    steps.extend(_stats_steps(rules, ctx.facts["reports"], state, roles))
     return steps
 
 
+def _rls(ctx: InstallContext) -> list[Step]:
+    """5. row-level security on every table where the disclosure role holds a grant."""
+    return _rls_steps(ctx.rules, ctx.catalog, ctx.state, ctx.facts["roles"])
+
+
+def _owners(ctx: InstallContext) -> list[Step]:
+    """6. every layer object owned by a layer role that no login can reach."""
+    generated = ctx.facts["generated"] + _stats_generated(ctx.rules, ctx.facts["reports"])
+    return _owner_steps(ctx.state, ctx.facts["roles"], generated)
+
+
+def _hardening(ctx: InstallContext) -> list[Step]:
+    """7. hardening: TEMP and the row counters taken from PUBLIC, given back to the ILS."""
+    layer = set(ctx.facts["roles"].values())
+    return (temp_steps(ctx.rules, ctx.state, layer)
+            + counter_steps(ctx.rules, ctx.state, ctx.facts["ils_owner"]))
+
+
+def _install_log(ctx: InstallContext) -> list[Step]:
+    """The install's own row, when it changes anything."""
+    steps = ctx.plan.steps
+    if not steps:
+        return []
+    return [Step("record", "install_log", _s(sql.SQL(
+        "INSERT INTO ils_redact.install_log (action, tool_version, layer_version, "
+        "rules_sha256, changes) VALUES ('install', {}, {}, {}, {})").format(
+        sql.Literal(__version__), sql.Literal(layer_version_available()),
+        sql.Literal(ctx.rules.sha256),
+        sql.Literal(sum(1 for s in steps if s.kind != "record")))))]
+
+
+#: the install plan's sections, in order
+INSTALL_PASSES: tuple[InstallPass, ...] = (
+    _names, _roles, _memberships, _layer, _reports, revoke_drift, grant_missing,
+    _temporary, _generated, _rls, _owners, _hardening, _install_log)
+
+
+class PgPrivileges(Privileges):
+    """Privileges on ILS objects (``Priv``): the rules' column grants, the lookup's and
+    the statistics owner's reads, CONNECT where PUBLIC lacks it."""
+
+    def desired(self, ctx: InstallContext) -> set[Any]:
+        stats_columns: dict[str, set[str]] = {}
+        for r in ctx.facts["reports"]:
+            for rel, cols in r.columns_read().items():
+                stats_columns.setdefault(ctx.catalog.qualify(rel), set()).update(cols)
+        return desired_privileges(ctx.rules, ctx.facts["roles"], ctx.state, stats_columns)
+
+    def actual(self, ctx: InstallContext) -> set[Any]:
+        ours = set(ctx.facts["roles"].values())
+        return {p for p in ctx.state.privileges if p.role in ours}
+
+    def groups(self, privileges: set[Any]) -> list[list[Any]]:
+        return _grouped(privileges)
+
+    def grant_sql(self, group: list[Any], revoke: bool = False) -> str:
+        return grant_sql(group, revoke=revoke)
+
+    def target(self, privilege: Any) -> str:
+        return str(privilege.object)
+
+    def holder(self, privilege: Any) -> str:
+        return str(privilege.role)
+
+    def why(self, ctx: InstallContext, privilege: Any) -> str:
+        return _grant_why(privilege, ctx.rules)
+
+    def records_sql(self, ctx: InstallContext,
+                    rows: list[tuple[str, str, Any, Any]]) -> str:
+        return records_sql(rows)
+
+    def unrecord_sql(self, ctx: InstallContext, keys: list[str]) -> str:
+        return unrecord_sql(*keys)
+
+
+PRIVILEGES = PgPrivileges()
+
+
+def temporary_notes(state: PgState, roles: set[str]) -> list[str]:
+    """What the layer's roles hold in sessions' temporary schemas: planted by another
+    login, gone with its session; install does not name such objects, so it reports them."""
+    out = []
+    for p in sorted(state.temp_privileges, key=lambda p: p.key):
+        if p.role in roles:
+            col = f" column {p.column}" if p.column else ""
+            out.append(printable(
+                f"{p.role} holds {p.privilege} on {p.objtype} {p.object}{col}, in a session's "
+                "temporary schema: not acted on (ils-redact never names objects there); it "
+                "goes when that session ends, and uninstall revokes it"))
+    return out
+
+
+def _membership_steps(rules: Rules, roles: dict[str, str], state: PgState) -> list[Step]:
+    """Memberships of the layer's roles: the export's owner is a member of the disclosure
+    role and nobody is a member of an owner role (threat model row 21); under
+    ``disclosure.access: function`` no login acts in the disclosure role, and the staff
+    in it are moved to the exporter role."""
+    steps: list[Step] = []
+    layer = set(roles.values())
+    dis, exporter, export_owner = roles["disclosure"], roles["exporter"], roles["export_owner"]
+    if (export_owner, dis) not in state.memberships:
+        steps.append(Step("grant-role", f"role {export_owner}", _s(sql.SQL(
+            "GRANT {} TO {}").format(sql.Identifier(dis), sql.Identifier(export_owner))),
+            f"{export_owner} reads, inside the export, as {dis}: its column grants and "
+            "row policy bind the export"))
+    for kind in OWNER_KINDS:
+        owner = roles[kind]
+        for member in sorted(state.members_of(owner)):
+            steps.append(Step("revoke-role", f"role {owner}", _s(sql.SQL(
+                "REVOKE {} FROM {}").format(sql.Identifier(owner), sql.Identifier(member))),
+                printable(f"{owner} owns layer objects and is granted to nobody: a member "
+                          f"may alter, drop or grant them ({member} was made one)")))
+    if rules.disclosure.access == "function":
+        exporters = state.members_of(exporter)
+        for member in sorted(state.members_of(dis) - {export_owner}):
+            steps.append(Step("revoke-role", f"role {dis}", _s(sql.SQL(
+                "REVOKE {} FROM {}").format(sql.Identifier(dis), sql.Identifier(member))),
+                printable(f"disclosure.access is function: {member} leaves {dis} (direct "
+                          "SQL on identity columns)")))
+            key = f"membership {dis} {member}"
+            if state.record(key):
+                steps.append(Step("record", key, unrecord_sql(key)))
+            if member in layer:
+                continue
+            if member not in exporters:
+                steps.append(Step("grant-role", f"role {exporter}", _s(sql.SQL(
+                    "GRANT {} TO {}").format(sql.Identifier(exporter),
+                                             sql.Identifier(member))),
+                    printable(f"{member} discloses through the logged export instead")))
+            key = f"membership {exporter} {member}"
+            if not state.record(key):
+                steps.append(Step("record", key, record_sql(
+                    "membership", key, {"group": exporter, "login": member})))
+    return steps
+
+
+def _stats_generated(rules: Rules, reports: list) -> list[Generated]:
+    from ...stats.pgsql import catalog_function, report_function
+
+    st = rules.statistics
+    return [report_function(r, st.k, st.time_zone) for r in reports] + [
+        catalog_function(reports, st.k, st.time_zone)]
+
+
+_ALTER = {"schema": "SCHEMA", "table": "TABLE", "view": "VIEW",
+          "materialized view": "MATERIALIZED VIEW", "sequence": "SEQUENCE",
+          "foreign table": "FOREIGN TABLE", "function": "ROUTINE", "procedure": "ROUTINE",
+          "aggregate": "ROUTINE", "type": "TYPE", "domain": "DOMAIN"}
+
+
+def owner_sql(obj: LayerObject, owner: str) -> str:
+    return _s(sql.SQL("ALTER {} {} OWNER TO {}").format(
+        sql.SQL(_ALTER[obj.kind]), obj.ident, sql.Identifier(owner)))
+
+
+def expected_owner(obj: LayerObject, roles: dict[str, str], generated: dict[str, str]) -> str:
+    """The layer role that must own ``obj``: a generated function's own owner, the
+    statistics owner in its schema, the layer's owner everywhere else."""
+    sig = obj.name.replace(" ", "")
+    if obj.kind == "function" and sig in generated:
+        return roles[generated[sig]]
+    return roles["stats_owner" if obj.schema == STATS_SCHEMA else "owner"]
+
+
+def _owner_steps(state: PgState, roles: dict[str, str], generated: list[Generated]
+                 ) -> list[Step]:
+    """Layer objects owned by a role that is not one of the owner roles (a staff role,
+    whose members could ALTER, DROP or GRANT them; or any other role): given to the
+    layer role that must own them.  An object an owner role owns is left as it is (each
+    owner role has what it needs)."""
+    if not state.is_installed:
+        return []
+    owners = {roles[k] for k in OWNER_KINDS}
+    gen = {_sig(g.signature): g.owner_kind for g in generated}
+    steps = []
+    for obj in state.layer_objects:
+        want = expected_owner(obj, roles, gen)
+        if obj.owner in owners and not (obj.kind == "function"
+                                        and obj.name.replace(" ", "") in gen):
+            continue
+        if obj.owner == want:
+            continue
+        steps.append(Step("alter-owner", obj.name, owner_sql(obj, want), printable(
+            f"{obj.kind} {obj.name} is owned by {obj.owner}; layer objects belong to a "
+            "role granted to nobody")))
+    return steps
+
+
+def _sig(signature: str) -> str:
+    """``ils_redact.export(bigint, text)`` with its spaces removed (how the catalog's
+    ``regprocedure`` and the generated signatures are compared)."""
+    return signature.replace(" ", "")
+
+
 def _generated_steps(g: Generated, state: PgState, roles: dict[str, str]) -> list[Step]:
-    key = g.signature.replace(" ", "")
+    key = _sig(g.signature)
     have = state.layer_functions.get(key)
     if have is not None and have[1] and g.digest in have[1]:
         return []
@@ -412,18 +701,15 @@ def _stats_steps(rules: Rules, reports: list, state: PgState,
                  roles: dict[str, str]) -> list[Step]:
     """The report functions (rules-derived, diffed by digest like the other generated
     functions), and DROP for reports that are no longer in the rules."""
-    from ...stats.pgsql import catalog_function, report_function
-
-    st = rules.statistics
-    wanted = [report_function(r, st.k, st.time_zone) for r in reports]
-    wanted.append(catalog_function(reports, st.k, st.time_zone))
+    wanted = _stats_generated(rules, reports)
     steps: list[Step] = []
-    keep = {g.signature.replace(" ", "") for g in wanted}
+    keep = {_sig(g.signature) for g in wanted}
     for sig, (_owner, comment) in sorted(state.layer_functions.items()):
         if (sig.startswith(f"{STATS_SCHEMA}.") and comment and comment.startswith(MARK)
-                and sig.replace(" ", "") not in keep):
-            steps.append(Step("drop-function", sig, f"DROP FUNCTION {sig}",
-                              f"{sig}: no longer a report in the rules"))
+                and _sig(sig) not in keep):
+            steps.append(Step("drop-function", sig, _s(sql.SQL("DROP FUNCTION {}").format(
+                state.layer_function_idents[sig])),
+                printable(f"{sig}: no longer a report in the rules")))
     for g in wanted:
         steps.extend(_generated_steps(g, state, roles))
     return steps
@@ -503,3 +789,17 @@ def _restore_table(table: str, rec: Installed, state: PgState) -> list[Step]:
             f"{table}: row-level security was off before ils-redact"))
     steps.append(Step("record", table, unrecord_sql(rec.object)))
     return steps
+
+
+def _holders(role: str, state: PgState) -> list[str]:
+    """Members of the roles marked for the same database as ``role``."""
+    marker = state.roles[role].marker or {}
+    same = [n for n, i in state.roles.items() if (i.marker or {}).get("database")
+            == marker.get("database")]
+    return sorted({m for n in same for m in state.role_members.get(n, ()) if m not in same})
+
+
+def orphaned_role(role: str, database: str, state: PgState) -> StateError:
+    from .orphaned import refusal
+
+    return refusal(role, database, _holders(role, state))

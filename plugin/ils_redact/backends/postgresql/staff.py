@@ -17,7 +17,9 @@ from psycopg import sql
 from ...errors import IlsRedactError, Refused, StateError
 from ...plan import Plan, Step
 from ...rules import Rules
-from .connection import current_database, one_row, require_superuser
+from .connection import current_database, one_row, require_superuser, run_statement
+from .hardening import temp_sql
+from .orphaned import login_marker
 from .planner import record_sql, unrecord_sql
 from .state import read_state
 
@@ -28,11 +30,12 @@ class LoginInfo:
     superuser: bool
     bypassrls: bool
     login: bool
+    replication: bool = False
 
 
 def _login(conn: psycopg.Connection, name: str) -> LoginInfo | None:
-    row = conn.execute("SELECT rolname, rolsuper, rolbypassrls, rolcanlogin FROM pg_roles "
-                       "WHERE rolname = %s", (name,)).fetchone()
+    row = conn.execute("SELECT rolname, rolsuper, rolbypassrls, rolcanlogin, rolreplication "
+                       "FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
     return LoginInfo(*row) if row else None
 
 
@@ -51,7 +54,7 @@ def plan_grant(conn: psycopg.Connection, rules: Rules, login: str, kind: str, *,
         raise IlsRedactError(f"no login {login}", hint="pass --create to create it")
     if info is not None and not info.login:
         raise Refused(f"{login} cannot log in (NOLOGIN): grant roles to people's logins")
-    if kind in ("disclosure", "stats") and info is not None:
+    if kind in ("disclosure", "stats", "admin") and info is not None:
         _refuse_bypass(conn, rules, login, info, kind)
     group = rules.staff_role(kind, database)
     steps = plan.steps
@@ -63,6 +66,9 @@ def plan_grant(conn: psycopg.Connection, rules: Rules, login: str, kind: str, *,
             q += sql.SQL(" PASSWORD {}").format(sql.Literal(hashed))
         steps.append(Step("create-login", login, q.as_string(None),
                           f"staff login {login} (the password is sent hashed)"))
+        # marked, so that `uninstall --orphaned` finds it if the database is dropped
+        steps.append(Step("comment-login", login, sql.SQL("COMMENT ON ROLE {} IS {}").format(
+            sql.Identifier(login), sql.Literal(login_marker(database))).as_string(None)))
         steps.append(Step("record", login, record_sql("login", f"login {login}",
                                                       {"name": login})))
     member = conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (login, group)).fetchone() \
@@ -75,6 +81,15 @@ def plan_grant(conn: psycopg.Connection, rules: Rules, login: str, kind: str, *,
         if not state.record(key):
             steps.append(Step("record", login, record_sql("membership", key,
                                                           {"group": group, "login": login})))
+    # TEMP that install gave back to the login (it used the database before) is not for
+    # a login that acts in a layer role: it would create temporary functions there
+    temp = state.record(f"temp grant {login}")
+    if temp is not None and temp.detail.get("auto") and (login, "TEMPORARY") in \
+            state.database_acl:
+        steps.append(Step("revoke-temp", login, temp_sql("REVOKE", database, login),
+                          f"{login} acts as {kind}: no temporary tables or functions "
+                          "(hardening.revoke_public_temp)"))
+        steps.append(Step("record", login, unrecord_sql(f"temp grant {login}")))
     return plan
 
 
@@ -85,6 +100,10 @@ def _refuse_bypass(conn: psycopg.Connection, rules: Rules, login: str, info: Log
         why = "it is a superuser, and superusers bypass row-level security"
     elif info.bypassrls:
         why = "it has BYPASSRLS, so row-level security would not limit it"
+    elif info.replication:
+        why = ("it has REPLICATION: pg_basebackup copies every file of the cluster and a "
+               "logical slot decodes every change of every table, past every grant and row "
+               "policy")
     else:
         owner = conn.execute(
             "SELECT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
@@ -123,7 +142,7 @@ def apply(conn: psycopg.Connection, plan: Plan) -> None:
     require_superuser(conn, plan.action)
     with conn.transaction():
         for step in plan.steps:
-            conn.execute(step.sql)  # type: ignore[arg-type]
+            run_statement(conn, step.sql)
 
 
 def members(conn: psycopg.Connection, rules: Rules) -> list[dict[str, Any]]:
@@ -137,8 +156,35 @@ def members(conn: psycopg.Connection, rules: Rules) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT m.rolname, g.rolname, m.rolsuper, m.rolbypassrls, m.rolcanlogin "
         "FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid "
-        "JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = ANY (%s) ORDER BY 1, 2",
-        (list(roles),)).fetchall()
+        "JOIN pg_roles m ON m.oid = a.member WHERE g.rolname = ANY (%s) "
+        "AND NOT m.rolname = ANY (%s) ORDER BY 1, 2",
+        (list(roles), list(roles))).fetchall()  # the layer's own (export_owner) are no staff
     return [{"login": m, "role": roles[g], "group": g, "superuser": su, "bypassrls": by,
              "can_login": lg, "created_by_ils_redact": m in created}
             for m, g, su, by, lg in rows]
+
+
+def console_login(conn: psycopg.Connection, rules: Rules, kinds: tuple[str, ...]
+                  ) -> tuple[str, set[str]] | None:
+    """What the console may act for, on the session's own connection: (database, the
+    role kinds of ``kinds`` the login holds), or None when the login is unknown.
+    :class:`Refused` as ``staff grant`` refuses (a superuser, BYPASSRLS, the ILS
+    owner); driver errors as the driver raised them."""
+    row = conn.execute("SELECT session_user").fetchone()
+    user = str(one_row(row, "session_user")[0])
+    info = _login(conn, user)
+    if info is None:
+        return None
+    try:
+        _refuse_bypass(conn, rules, user, info, "console")
+    except Refused as exc:  # "will not grant the console role to X: why", as said here
+        why = exc.message.split(f"{user}: ", 1)[-1]
+        raise Refused(f"the console does not accept {user}: {why}") from None
+    database = current_database(conn)
+    roles = rules.roles(database)
+    names = {roles[k]: k for k in kinds}
+    held = {names[r] for (r,) in conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY (%s) "
+        "AND pg_has_role(session_user, oid, 'MEMBER')", (list(names),)).fetchall()}
+    conn.rollback()
+    return database, held
