@@ -19,10 +19,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymysql
+
 from ...errors import StateError
 from ...plan import Installed, InstalledRecords
 from .connection import Connection, current_database, scalar, server_version
-from .sqltext import string
+from .sqltext import ident, string
 
 LAYER_PREFIX = "ils_redact_"
 OWNER_HOST = "localhost"
@@ -89,6 +91,9 @@ class MariaState(InstalledRecords):
     grants: set[Grant] = field(default_factory=set)
     #: privileges of anyone else on the layer database (blocks uninstall)
     foreign_grants: set[Grant] = field(default_factory=set)
+    #: roles and accounts that exist here unrecorded, but recorded by the layer database
+    #: of a Koha database that no longer exists: name -> that Koha database
+    orphaned_from: dict[str, str] = field(default_factory=dict)
     #: (grantee, role, admin_option) for every mapping that names one of our roles
     mappings: set[tuple[str, str, bool]] = field(default_factory=set)
     #: login "user@host" -> its default role, where that is one of ours
@@ -96,6 +101,11 @@ class MariaState(InstalledRecords):
     objects: dict[str, LayerObject] = field(default_factory=dict)
     settings: dict[str, Any] | None = None
     unfinished_runs: list[dict[str, Any]] = field(default_factory=list)
+    #: sha256 of the Koha catalog install recorded (catalog_snapshot), if any
+    catalog_sha256: str | None = None
+    #: role or account name -> the Koha databases whose layer recorded it (other installs
+    #: on this server)
+    other_layers: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def has_bookkeeping(self) -> bool:
@@ -119,8 +129,8 @@ def fingerprint_sql(objtype: str, layer: str, name: str) -> str:
     if objtype == "TRIGGER":
         return ("(SELECT SHA2(CONCAT_WS('|', ACTION_STATEMENT, DEFINER, EVENT_MANIPULATION, "
                 "ACTION_TIMING, EVENT_OBJECT_TABLE, SQL_MODE), 256) "
-                f"FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {db} "
-                f"AND TRIGGER_NAME = {nm})")
+                f"FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = {db} "
+                f"AND TRIGGER_SCHEMA = {db} AND TRIGGER_NAME = {nm})")
     return ("(SELECT SHA2(CONCAT_WS('|', param_list, returns, body, definer, security_type, "
             "sql_mode, comment), 256) FROM mysql.proc "
             f"WHERE db = {db} AND name = {nm} AND type = {string(objtype)})")
@@ -132,7 +142,7 @@ SELECT 'VIEW', TABLE_NAME, SHA2(CONCAT_WS('|', VIEW_DEFINITION, DEFINER, SECURIT
 UNION ALL
 SELECT 'TRIGGER', TRIGGER_NAME, SHA2(CONCAT_WS('|', ACTION_STATEMENT, DEFINER,
        EVENT_MANIPULATION, ACTION_TIMING, EVENT_OBJECT_TABLE, SQL_MODE), 256)
-FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %(db)s
+FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = %(db)s AND TRIGGER_SCHEMA = %(db)s
 UNION ALL
 SELECT type, name, SHA2(CONCAT_WS('|', param_list, returns, body, definer, security_type,
        sql_mode, comment), 256) FROM mysql.proc WHERE db = %(db)s
@@ -231,6 +241,28 @@ def _parse_grantee(text: str) -> tuple[str, str]:
     return user.strip("'").replace("''", "'"), host.strip("'").replace("''", "'")
 
 
+def _other_layers(conn: Connection, layer: str, names: list[str]) -> dict[str, list[str]]:
+    """Which other layer databases on this server recorded these roles or accounts."""
+    out: dict[str, list[str]] = {}
+    others = [r[0] for r in conn.execute(
+        "SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = "
+        "'installed_object' AND TABLE_SCHEMA LIKE %s AND TABLE_SCHEMA <> %s ORDER BY 1",
+        (LAYER_PREFIX.replace("_", "\\_") + "%", layer)).fetchall()]
+    ph = ", ".join(["%s"] * len(names))
+    for other in others:
+        lq = f"`{str(other).replace('`', '``')}`"
+        try:
+            found = conn.execute(
+                f"SELECT JSON_VALUE(detail, '$.name') FROM {lq}.installed_object "
+                f"WHERE kind IN ('role', 'account') AND JSON_VALUE(detail, '$.name') IN ({ph})",
+                names).fetchall()
+        except pymysql.err.MySQLError:  # not ours to read, or not a layer after all
+            continue
+        for (name,) in found:
+            out.setdefault(str(name), []).append(str(other)[len(LAYER_PREFIX):])
+    return out
+
+
 def read_state(conn: Connection, role_names: list[str], owner: str,
                database: str | None = None) -> MariaState:
     """``role_names``: the roles the rules name; ``owner``: the definer account's user."""
@@ -263,6 +295,8 @@ def read_state(conn: Connection, role_names: list[str], owner: str,
     if "setting" in st.layer_tables:
         st.settings = {k: json.loads(v) for k, v in conn.execute(
             f"SELECT `key`, value FROM {lq}.setting").fetchall()}
+    if "catalog_snapshot" in st.layer_tables:
+        st.catalog_sha256 = scalar(conn, f"SELECT sha256 FROM {lq}.catalog_snapshot WHERE id = 1")
 
     names = sorted(set(role_names) | {owner} | {
         i.detail.get("name", "") for i in st.installed if i.kind in ("role", "account")})
@@ -279,6 +313,10 @@ def read_state(conn: Connection, role_names: list[str], owner: str,
                 info = json.loads(priv) if priv else {}
                 st.users[f"{user}@{host}"] = {"locked": bool(info.get("account_locked")),
                                               "plugin": info.get("plugin", "")}
+        recorded = {i.detail.get("name") for i in st.installed}
+        unrecorded = sorted({u.rpartition("@")[0] for u in st.users} | st.roles)
+        st.orphaned_from = recorded_elsewhere(
+            conn, [n for n in unrecorded if n not in recorded])
         st.grants = read_grants(conn, users=names)
         st.mappings = {
             (_grantee(u, h), r, a == "Y") for h, u, r, a in conn.execute(
@@ -288,6 +326,8 @@ def read_state(conn: Connection, role_names: list[str], owner: str,
                 "SELECT User, Host, JSON_VALUE(Priv, '$.default_role') FROM mysql.global_priv "
                 "WHERE JSON_VALUE(Priv, '$.default_role') IN (" + ph + ")", names).fetchall():
             st.default_roles[f"{user}@{host}"] = role
+    if names:
+        st.other_layers = _other_layers(conn, st.layer, names)
     if st.layer_exists:
         st.foreign_grants = {g for g in read_grants(conn, db=st.layer)
                              if user_of(g.grantee) not in names}
@@ -295,3 +335,27 @@ def read_state(conn: Connection, role_names: list[str], owner: str,
             f"{t.lower()} {n}": LayerObject(t, n, fp) for t, n, fp in conn.execute(
                 _OBJECTS, {"db": st.layer}).fetchall()}
     return st
+
+
+def recorded_elsewhere(conn: Connection, names: list[str]) -> dict[str, str]:
+    """name (role or account user) -> the Koha database whose layer database records it,
+    for layer databases whose Koha database no longer exists."""
+    out: dict[str, str] = {}
+    if not names:
+        return out
+    layers = [r[0] for r in conn.execute(
+        "SELECT TABLE_SCHEMA FROM information_schema.TABLES WHERE TABLE_NAME = "
+        "'installed_object' AND TABLE_SCHEMA LIKE %s", (LAYER_PREFIX.replace("_", "\\_")
+                                                        + "%",)).fetchall()]
+    for layer in layers:
+        koha = layer[len(LAYER_PREFIX):]
+        if scalar(conn, "SELECT COUNT(*) FROM information_schema.SCHEMATA "
+                        "WHERE SCHEMA_NAME = %s", (koha,)):
+            continue
+        ph = ", ".join(["%s"] * len(names))
+        for (name,) in conn.execute(
+                f"SELECT JSON_VALUE(detail, '$.name') FROM {ident(layer)}.installed_object "
+                f"WHERE kind IN ('role', 'account', 'login') AND JSON_VALUE(detail, '$.name') "
+                f"IN ({ph})", names).fetchall():
+            out.setdefault(name, koha)
+    return out
