@@ -39,6 +39,7 @@ from ils_redact.console.app import ConsoleConfig
 from ils_redact.console.server import start
 from ils_redact.disclosure import audit as audit_mod
 from ils_redact.disclosure import requests as req_mod
+from ils_redact.stats import all_reports
 
 PREFIX = "ilsbench_console_"
 PASSWORD = "bench-console-pw"
@@ -139,7 +140,7 @@ def run(srv, n: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
     evergreen_db(srv, name, patrons=2_000, circulations=2_000, owner=f"{PREFIX}ils_owner")
     dsn = srv.dsn_for(name)
     with pg.connect(dsn) as conn:
-        pg.install(conn, r)
+        pg.install(conn, r, reports=all_reports)
     clerk, director = f"{PREFIX}clerk", f"{PREFIX}director"
     with pg.connect(dsn) as conn:
         for login, kind, create in ((clerk, "admin", True), (clerk, "disclosure", False),

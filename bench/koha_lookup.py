@@ -36,6 +36,7 @@ from ils_redact.backends.mariadb import staff
 from ils_redact.backends.mariadb.sqltext import account, ident, string
 from ils_redact.disclosure import export as export_mod
 from ils_redact.disclosure import requests as req
+from ils_redact.stats import all_reports
 
 BENCH = KohaBench(prefix="ilsbench_koha_", db="ilsbench_koha")
 DB, PREFIX = BENCH.db, BENCH.prefix
@@ -140,7 +141,7 @@ def install_cycle(rl, repeats: int = 2) -> dict:
     for _ in range(repeats):
         with m.connect(BENCH.dsn_for(DB)) as c:
             t = time.perf_counter()
-            m.install(c, rl)
+            m.install(c, rl, reports=all_reports)
             out["install"].append(time.perf_counter() - t)
         with m.connect(BENCH.dsn_for(DB)) as c:
             t = time.perf_counter()
@@ -171,7 +172,7 @@ def main() -> None:
         log("3/3 install and uninstall")
         cyc = install_cycle(rl)
         with m.connect(BENCH.dsn_for(DB)) as c:
-            m.install(c, rl)
+            m.install(c, rl, reports=all_reports)
         step = max(1, args.patrons // 6)
         ids = [step * k for k in range(1, 6)]
         log("1/3 scoped lookup")

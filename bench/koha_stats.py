@@ -36,8 +36,8 @@ from ils_redact.backends.mariadb import staff
 from ils_redact.backends.mariadb.sqltext import ident
 from ils_redact.backends.mariadb.stats import baseline_sql, procedure_name
 from ils_redact.backends.mariadb.stats_publish import publish
-from ils_redact.stats import standard_reports
-from ils_redact.stats.publish import month_range
+from ils_redact.sdc.publish import month_range
+from ils_redact.stats import all_reports, standard_reports
 
 BENCH = KohaBench(prefix="ilsbench_kstats_", db="ilsbench_kstats")
 DB = BENCH.db
@@ -66,7 +66,7 @@ def main() -> None:
     try:
         with m.connect(BENCH.dsn_for(DB)) as c:
             t = time.perf_counter()
-            m.install(c, rl)
+            m.install(c, rl, reports=all_reports)
             log(f"installed in {time.perf_counter() - t:.1f} s")
         with m.connect(BENCH.dsn_for(DB)) as c:
             analyst = f"{BENCH.prefix}analyst"

@@ -38,7 +38,8 @@ from _koha import KohaBench
 from ils_redact.adapters import get_adapter
 from ils_redact.backends import mariadb as m
 from ils_redact.backends.mariadb.sqltext import account, ident
-from ils_redact.verify.mariadb import verify
+from ils_redact.stats import all_reports
+from ils_redact.verify import verify
 
 BENCH = KohaBench(prefix="ilsbench_kverify_", db="ilsbench_kverify")
 DB, PREFIX = BENCH.db, BENCH.prefix
@@ -93,7 +94,7 @@ def main() -> None:
             log(f"built in {BENCH.build(args.patrons, args.circulations, ANALYZE):.0f} s")
     try:
         with m.connect(BENCH.dsn_for(DB)) as c:
-            m.install(c, rl)
+            m.install(c, rl, reports=all_reports)
         staff_logins(args.logins)
         conn = m.connect(BENCH.dsn_for(DB))
         bare_conn = m.connect(BENCH.dsn_for(DB), autocommit=True)

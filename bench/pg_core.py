@@ -34,6 +34,7 @@ from _common import (
 from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 
 COLS = sql.SQL(", ").join(map(sql.Identifier, (
     "id", "family_name", "first_given_name", "second_given_name", "dob", "email", "day_phone",
@@ -117,7 +118,7 @@ def install_cycle(srv, db: str, rl, repeats: int = 3) -> dict:
                          "ON c.oid = a.attrelid").fetchone()
             out["catalog query"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            plan = pg.install(conn, rl)
+            plan = pg.install(conn, rl, reports=all_reports)
             out["install"].append(time.perf_counter() - t)
             assert not plan.empty
         with pg.connect(srv.dsn_for(db)) as conn:
@@ -216,7 +217,7 @@ def main() -> None:
                 with psycopg.connect(srv.dsn_for(db), autocommit=True) as c:
                     c.execute("VACUUM ANALYZE")
             with pg.connect(srv.dsn_for(on)) as conn:
-                pg.install(conn, rl)
+                pg.install(conn, rl, reports=all_reports)
             step = max(1, args.patrons // 11)
             ids5 = [step * k for k in range(1, 6)]
             ids10 = [step * k + 1 for k in range(1, 11)]

@@ -42,10 +42,10 @@ from _common import (
 from _common import table as fmt_table
 
 from ils_redact.backends import postgresql as pg
-from ils_redact.stats import standard_reports
-from ils_redact.stats.pgsql import baseline_sql
-from ils_redact.stats.publish import month_range
-from ils_redact.stats.publish_pg import publish
+from ils_redact.backends.postgresql.stats import baseline_sql
+from ils_redact.backends.postgresql.stats_publish import publish
+from ils_redact.sdc.publish import month_range
+from ils_redact.stats import all_reports, standard_reports
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
             with psycopg.connect(srv.dsn_for(db), autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
             with pg.connect(srv.dsn_for(db)) as conn:
-                pg.install(conn, rl)
+                pg.install(conn, rl, reports=all_reports)
             analyst = make_login(srv, f"{PREFIX}analyst", rl.role("stats"))
             this_month = dt.date.today().replace(day=1)
             months = month_range(dt.date(2010, 1, 1), this_month - dt.timedelta(days=1))

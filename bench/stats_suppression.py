@@ -25,7 +25,7 @@ import time
 
 from _common import table as fmt_table
 
-from ils_redact.stats.solve import Settings, build_page, suppress
+from ils_redact.sdc.solve import Settings, build_page, suppress
 
 K = 11
 

@@ -36,6 +36,7 @@ from _common import table as render_table
 from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from ils_redact.verify import verify
 
 #: this benchmark's own databases and roles (other benchmarks use ilsbench_ too)
@@ -79,7 +80,7 @@ def main() -> None:
             with psycopg.connect(srv.dsn_for(db), autocommit=True) as c:
                 c.execute("VACUUM ANALYZE")
             with pg.connect(srv.dsn_for(db)) as conn:
-                pg.install(conn, rl)
+                pg.install(conn, rl, reports=all_reports)
             with psycopg.connect(srv.dsn, autocommit=True) as c:
                 for i in range(args.logins):
                     c.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(

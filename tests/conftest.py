@@ -29,6 +29,7 @@ from psycopg import sql
 
 from ils_redact.backends.mariadb.connection import parse_dsn
 from ils_redact.servers import Server, any_server
+from ils_redact.stats import all_reports
 from support import EgDb
 from support.koha import KohaDb, MariaServer
 from support.parallel import (
@@ -419,7 +420,7 @@ def eg_installed_module(server: Server, eg_template: str, eg_roles: tuple[str, s
 
     with eg_copy(server, eg_template, eg_roles) as db:
         with db.connect(autocommit=False) as conn:
-            pg.install(conn, db.rules)
+            pg.install(conn, db.rules, reports=all_reports)
         yield db
 
 

@@ -14,6 +14,7 @@ import pytest
 from psycopg import errors, sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, run_cli, write_rules
 
 
@@ -54,7 +55,7 @@ class Desk:
 @pytest.fixture
 def desk(eg_db: EgDb, tmp_path: Path) -> Desk:
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     d = Desk(eg_db, write_rules(tmp_path, eg_db.prefix))
     d.ok("staff", "grant", d.clerk, "--role", "admin", "--create")
     d.ok("staff", "grant", d.clerk, "--role", "disclosure")

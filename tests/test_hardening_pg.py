@@ -21,6 +21,7 @@ from ils_redact.backends import postgresql as pg
 from ils_redact.backends.postgresql import staff
 from ils_redact.backends.postgresql.counters import COUNTERS
 from ils_redact.rules import load_rules
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, dump_schema, run_cli, write_rules
 
 
@@ -42,7 +43,7 @@ def can_create_temp(db: EgDb, user: str) -> bool:
 
 def install(db: EgDb, rules=None):
     with db.connect(autocommit=False) as conn:
-        return pg.install(conn, rules or db.rules)
+        return pg.install(conn, rules or db.rules, reports=all_reports)
 
 
 def hardening_off(tmp: Path, db: EgDb):

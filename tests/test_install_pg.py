@@ -18,12 +18,13 @@ import pytest
 from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, dump_schema, run_cli, snapshot, write_rules
 
 
 def install(db: EgDb):
     with db.connect(autocommit=False) as conn:
-        return pg.install(conn, db.rules)
+        return pg.install(conn, db.rules, reports=all_reports)
 
 
 def test_plan_changes_nothing(eg_db: EgDb, tmp_path: Path) -> None:
@@ -52,12 +53,12 @@ def test_plan_is_what_install_runs(eg_db: EgDb, tmp_path: Path) -> None:
 
 def test_status_reports_install_and_drift(eg_db: EgDb) -> None:
     with eg_db.connect(autocommit=False) as conn:
-        before = pg.status(conn, eg_db.rules)
+        before = pg.status(conn, eg_db.rules, reports=all_reports)
     assert not before["installed"] and not before["in_sync"]
     assert before["drift"] and "rules_sha256" not in before
     install(eg_db)
     with eg_db.connect(autocommit=False) as conn:
-        after = pg.status(conn, eg_db.rules)
+        after = pg.status(conn, eg_db.rules, reports=all_reports)
     assert after["installed"] and after["in_sync"] and after["drift"] == []
     assert after["rules_changed"] is False
     assert after["installed_rules_sha256"] == after["rules_sha256"] == eg_db.rules.sha256
@@ -66,7 +67,7 @@ def test_status_reports_install_and_drift(eg_db: EgDb) -> None:
         conn.execute(sql.SQL("REVOKE SELECT (email) ON actor.usr FROM {}").format(
             sql.Identifier(eg_db.role("disclosure"))))
     with eg_db.connect(autocommit=False) as conn:
-        drifted = pg.status(conn, eg_db.rules)
+        drifted = pg.status(conn, eg_db.rules, reports=all_reports)
     assert not drifted["in_sync"] and drifted["drift"], drifted
 
 
@@ -107,7 +108,7 @@ def test_older_layer_is_upgraded_by_the_newer_files_only(eg_db: EgDb, monkeypatc
         conn.execute("RESET ROLE")
         conn.execute("UPDATE ils_redact.meta SET value = '3' WHERE key = 'layer_version'")
     with eg_db.connect(autocommit=False) as conn:
-        plan = pg.compute_install_plan(conn, eg_db.rules)
+        plan = pg.compute_install_plan(conn, eg_db.rules, reports=all_reports)
         conn.rollback()
     # the v4 and v5 files, one statement per step
     assert [(s.kind, s.target) for s in plan.changes()] == [
@@ -155,7 +156,7 @@ def test_edited_rules_plan_only_the_difference(eg_db: EgDb, tmp_path: Path) -> N
 
     rules = load_rules(rules_path)
     with eg_db.connect(autocommit=False) as conn:
-        plan = pg.compute_install_plan(conn, rules)
+        plan = pg.compute_install_plan(conn, rules, reports=all_reports)
         conn.rollback()
     changes = plan.changes()
     # the revoke, the allow-list setting and the export function that reads it: nothing else
@@ -166,7 +167,7 @@ def test_edited_rules_plan_only_the_difference(eg_db: EgDb, tmp_path: Path) -> N
     expected = f'REVOKE SELECT ("email") ON "actor"."usr" FROM "{grantee}"'  # noqa: S608
     assert revoke.sql == expected
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, rules)
+        pg.install(conn, rules, reports=all_reports)
     dis = eg_db.role("disclosure")
     assert not eg_db.scalar("SELECT has_column_privilege(%s, 'actor.usr', 'email', 'SELECT')",
                             (dis,))
@@ -188,7 +189,7 @@ def test_drift_is_repaired_and_uninstall_revokes_it(eg_db: EgDb) -> None:
     with eg_db.connect() as conn:
         conn.execute(sql.SQL("GRANT SELECT ON actor.usr TO {}").format(sql.Identifier(dis)))
     with eg_db.connect(autocommit=False) as conn:
-        plan = pg.install(conn, eg_db.rules)
+        plan = pg.install(conn, eg_db.rules, reports=all_reports)
     assert [s.kind for s in plan.changes()] == ["revoke"]
     assert not eg_db.scalar("SELECT has_table_privilege(%s, 'actor.usr', 'SELECT')", (dis,))
     with eg_db.connect() as conn:
@@ -207,7 +208,7 @@ def test_install_refuses_when_not_superuser(eg_db: EgDb) -> None:
     before = snapshot(eg_db)
     with eg_db.connect(user=eg_db.owner, autocommit=False) as conn:
         with pytest.raises(Exception, match="superuser"):
-            pg.install(conn, eg_db.rules)
+            pg.install(conn, eg_db.rules, reports=all_reports)
     assert snapshot(eg_db) == before
 
 

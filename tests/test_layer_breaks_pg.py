@@ -28,6 +28,7 @@ from psycopg import errors
 from ils_redact.backends import postgresql as pg
 from ils_redact.backends.postgresql import staff as pgstaff
 from ils_redact.rules import load_rules
+from ils_redact.stats import all_reports
 from support import EgDb, run_cli, write_rules
 from support.verify import verify_cli
 from test_layer_hardening_pg import Staff
@@ -36,7 +37,7 @@ from test_layer_hardening_pg import Staff
 @pytest.fixture
 def staff(eg_db: EgDb) -> Staff:
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     return Staff(eg_db)
 
 
@@ -177,7 +178,7 @@ def test_a_stale_holder_of_the_audit_lock_is_ended_and_named(staff: Staff) -> No
     with db.connect() as conn:
         conn.execute(f'REVOKE pg_signal_backend FROM "{owner}"')
     with db.connect(autocommit=False) as conn:
-        plan = pg.install(conn, db.rules)
+        plan = pg.install(conn, db.rules, reports=all_reports)
     assert ("grant-role", f"role {owner}") in {(s.kind, s.target) for s in plan.changes()}
     assert db.scalar("SELECT pg_has_role(%s, 'pg_signal_backend', 'USAGE')", (owner,))
 

@@ -23,6 +23,7 @@ from psycopg import errors, sql
 from ils_redact.backends import postgresql as pg
 from ils_redact.disclosure import forms
 from ils_redact.servers import Server
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, run_cli, write_rules
 
 ADVISORY_KEY = 29674115650905188  # the key layer v4 serialised the audit chain on
@@ -76,7 +77,7 @@ class Staff:
 @pytest.fixture
 def staff(eg_db: EgDb) -> Staff:
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     return Staff(eg_db)
 
 
@@ -128,11 +129,12 @@ def _leaks(msgs: Messages) -> list[str]:
 
 def publish_month(db: EgDb, report: str, month: dt.date) -> None:
     """Publish one month of a report as the administrator (``stats publish``)."""
+    from ils_redact.backends.postgresql import stats_publish as publish_pg
     from ils_redact.backends.postgresql.introspect import read_catalog
-    from ils_redact.stats import publish_pg
 
     with db.connect(autocommit=False) as conn:
-        publish_pg.publish(conn, db.rules, read_catalog(conn), report, [month])
+        publish_pg.publish(conn, db.rules, read_catalog(conn), report, [month],
+                           reports=all_reports)
 
 
 def _sample_calls(staff: Staff) -> dict[str, str]:
@@ -728,8 +730,8 @@ def test_layer_v4_database_is_upgraded_to_v5(eg_db: EgDb, monkeypatch, tmp_path:
     and continues, the old request still exports, and every v5 property holds."""
     import layer_v4_generated as v4
     from ils_redact.backends.postgresql import planner
+    from ils_redact.backends.postgresql import stats as stats_pgsql
     from ils_redact.disclosure import audit
-    from ils_redact.stats import pgsql as stats_pgsql
 
     files = planner.layer_files()
     with monkeypatch.context() as m:
@@ -738,7 +740,7 @@ def test_layer_v4_database_is_upgraded_to_v5(eg_db: EgDb, monkeypatch, tmp_path:
         m.setattr(stats_pgsql, "definer_function", v4.definer_function)
         m.setattr(stats_pgsql, "PINS", "    SET search_path = pg_catalog, pg_temp\n")
         with eg_db.connect(autocommit=False) as conn:
-            pg.install(conn, eg_db.rules)
+            pg.install(conn, eg_db.rules, reports=all_reports)
     assert eg_db.scalar("SELECT value FROM ils_redact.meta WHERE key = 'layer_version'") == "4"
     staff = Staff(eg_db)
     rid = staff.request(staff.exporter)
@@ -756,18 +758,18 @@ def test_layer_v4_database_is_upgraded_to_v5(eg_db: EgDb, monkeypatch, tmp_path:
     n_v4 = len(staff.audit())
 
     with eg_db.connect(autocommit=False) as conn:
-        plan = pg.compute_install_plan(conn, eg_db.rules)
+        plan = pg.compute_install_plan(conn, eg_db.rules, reports=all_reports)
         conn.rollback()
     changed = {(s.kind, s.target) for s in plan.changes()}
     assert ("layer", "ils_redact layer v5") in changed
     assert ("function", "ils_redact.export(bigint, text)") in changed
     assert ("function", "ils_redact.patron_lookup(bigint[], text[])") in changed
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     assert eg_db.scalar("SELECT value FROM ils_redact.meta WHERE key = 'layer_version'") == str(
         planner.layer_version_available())
     with eg_db.connect(autocommit=False) as conn:
-        assert pg.compute_install_plan(conn, eg_db.rules).empty
+        assert pg.compute_install_plan(conn, eg_db.rules, reports=all_reports).empty
         conn.rollback()
 
     # the chain verifies across the upgrade and goes on

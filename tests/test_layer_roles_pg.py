@@ -21,6 +21,7 @@ from psycopg import errors, sql
 from ils_redact.backends import postgresql as pg
 from ils_redact.backends.postgresql import staff
 from ils_redact.rules import load_rules
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, run_cli, write_rules
 from support.verify import verify_cli
 
@@ -30,7 +31,7 @@ EXPORT_RECORD = "ils_redact.export_record(bigint, text, text[], text, integer, i
 
 def install(db: EgDb, rules=None):
     with db.connect(autocommit=False) as conn:
-        return pg.install(conn, rules or db.rules)
+        return pg.install(conn, rules or db.rules, reports=all_reports)
 
 
 def role_mode(tmp: Path, db: EgDb) -> Path:
@@ -224,7 +225,8 @@ def test_a_fresh_install_waits_for_another_and_then_stops_cleanly(
     rules = write_rules(tmp_path, eg_db.prefix)
     with eg_db.connect(autocommit=False) as first:
         with first.transaction():
-            pg.install(first, eg_db.rules)  # not committed until this block ends ...
+            # not committed until this block ends ...
+            pg.install(first, eg_db.rules, reports=all_reports)
             exe = Path(sys.executable).parent / "ils-redact"
             second = subprocess.Popen([str(exe), "--dsn", eg_db.dsn, "--rules", str(rules),
                                        "install", "--lock-timeout", "60s"],

@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, run_cli, write_rules
 
 
@@ -48,7 +49,7 @@ def drop_database(db: EgDb) -> None:
 def installed_with_staff(db: EgDb, tmp: Path) -> tuple[Path, str, str]:
     """Installed, with a login ils-redact created (clerk) and one that existed (dana)."""
     with db.connect(autocommit=False) as conn:
-        pg.install(conn, db.rules)
+        pg.install(conn, db.rules, reports=all_reports)
     rules = write_rules(tmp, db.prefix)
     clerk, dana = f"{db.prefix}clerk", create_role(db.server, f"{db.prefix}dana")
     for args in (("staff", "grant", clerk, "--role", "admin", "--create"),
@@ -135,7 +136,7 @@ def test_a_database_created_again_under_the_same_name(eg_db: EgDb, tmp_path: Pat
 
 def test_orphaned_refuses_an_installed_database(eg_db: EgDb, tmp_path: Path) -> None:
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     before = roles_like(eg_db, eg_db.prefix)
     res = run_cli("--dsn", eg_db.server.dsn_for("postgres"), "uninstall", "--orphaned",
                   eg_db.name, "--yes")

@@ -21,13 +21,14 @@ from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
 from ils_redact.servers import pg_tool
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, dump_schema, run_cli, write_rules
 from support.verify import verify_cli
 
 
 def install(db: EgDb, rules=None):
     with db.connect(autocommit=False) as conn:
-        return pg.install(conn, rules or db.rules)
+        return pg.install(conn, rules or db.rules, reports=all_reports)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from ils_redact.catalog import catalog_from_json
 from ils_redact.errors import RulesErrors
 from ils_redact.rules import check_against_catalog, for_catalog, load_rules, parse_rules
 from ils_redact.rules.model import ALL_COLUMNS
+from ils_redact.stats import all_reports
 from support import RULES_FILE, run_cli
 
 KOHA_PRESET = get_adapter("koha").preset_path
@@ -98,7 +99,7 @@ def test_every_release_plans_with_the_packaged_rules(ils: str, version: str) -> 
     rc = release(ils, version)
     catalog = rc.catalog()
     rules = load_rules(PRESETS[ils])
-    plan = get_backend(ENGINES[ils]).offline_install_plan(rules, catalog)
+    plan = get_backend(ENGINES[ils]).offline_install_plan(rules, catalog, reports=all_reports)
     assert f"ILS release {version}" in plan.notes
     # every grant names a column this release has
     applied = for_catalog(rules, catalog)
@@ -184,7 +185,7 @@ def test_a_release_mark_does_not_excuse_a_typo_where_the_release_should_have_it(
                           "this database is 3.17.4)")
     # the release before the mark: left out, as marked
     plan = get_backend("postgresql").offline_install_plan(
-        rules, release("evergreen", "3.13.11").catalog())
+        rules, release("evergreen", "3.13.11").catalog(), reports=all_reports)
     assert not any("alais" in s.sql for s in plan.steps)
 
 
@@ -211,7 +212,8 @@ def test_an_unknown_release_leaves_marked_names_out_and_says_so() -> None:
     data = release("evergreen", "3.12.0").to_json()
     del data["release"]
     catalog = catalog_from_json(data)
-    plan = get_backend("postgresql").offline_install_plan(load_rules(RULES_FILE), catalog)
+    plan = get_backend("postgresql").offline_install_plan(load_rules(RULES_FILE), catalog,
+                                                          reports=all_reports)
     assert any(n.startswith("ILS release unknown: 47 relations and 1 columns") for n in plan.notes)
 
 

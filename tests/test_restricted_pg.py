@@ -12,6 +12,7 @@ import pytest
 from psycopg import errors, sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from support import EgDb, create_role
 
 SCOPED = (11, 12)  # patrons put in scope
@@ -20,7 +21,7 @@ SCOPED = (11, 12)  # patrons put in scope
 @pytest.fixture
 def installed(eg_db: EgDb):
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     clerk = create_role(eg_db.server, f"{eg_db.prefix}clerk",
                         member_of=(eg_db.role("disclosure"),))
     with eg_db.connect() as conn:

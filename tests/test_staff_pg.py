@@ -10,6 +10,7 @@ import hmac
 from pathlib import Path
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from support import EgDb, run_cli, write_rules
 
 PASSWORD = "Sekr1t pw with spaces"
@@ -34,7 +35,7 @@ def scram_verifies(stored: str, password: str) -> bool:
 def test_password_stdin_creates_the_login_with_that_password(eg_db: EgDb,
                                                              tmp_path: Path) -> None:
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     rules = str(write_rules(tmp_path, eg_db.prefix))
     login = f"{eg_db.prefix}scripted"
 

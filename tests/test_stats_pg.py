@@ -32,11 +32,12 @@ from psycopg import errors, sql
 
 from ils_redact.adapters.evergreen.fixture import TINY_BRANCH
 from ils_redact.backends import postgresql as pg
+from ils_redact.backends.postgresql import stats_publish as publish_pg
 from ils_redact.backends.postgresql.introspect import read_catalog
+from ils_redact.backends.postgresql.stats_run import run_report
 from ils_redact.rules import load_rules
-from ils_redact.stats import publish_pg
-from ils_redact.stats.publish import month_range
-from ils_redact.stats.run import run_report
+from ils_redact.sdc.publish import month_range
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, run_cli, write_rules
 from support.stats_oracle import Key, age_band, determined, equations, released
 
@@ -135,7 +136,8 @@ def publish(db: EgDb, report: str, lo: dt.date | None = None, hi: dt.date | None
     lo, hi = lo or FIRST, min(hi or this_month, this_month)
     months = month_range(lo, hi - dt.timedelta(days=1))
     with db.connect(autocommit=False) as conn:
-        return publish_pg.publish(conn, rules or db.rules, read_catalog(conn), report, months)
+        return publish_pg.publish(conn, rules or db.rules, read_catalog(conn), report, months,
+                                  reports=all_reports)
 
 
 def check_report(db: EgDb, login: str, report: str, lo=None, hi=None, rules=None) -> dict:
@@ -164,7 +166,7 @@ def check_report(db: EgDb, login: str, report: str, lo=None, hi=None, rules=None
 @pytest.fixture
 def installed(eg_db: EgDb):
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     login = create_role(eg_db.server, f"{eg_db.prefix}analyst",
                         member_of=(eg_db.role("stats"),))
     return eg_db, login

@@ -1,4 +1,4 @@
-"""The minimum-loss suppression solver (``ils_redact.stats.solve``), on tables alone.
+"""The minimum-loss suppression solver (``ils_redact.sdc.solve``), on tables alone.
 
 * every suppressed primary entry's interval, as an attacker computes it with SciPy's
   ``linprog`` from the released entries, the table's equations and non-negativity
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from ils_redact.stats.solve import Page, Settings, build_page, costs, suppress
+from ils_redact.sdc.solve import Page, Settings, build_page, costs, suppress
 
 K = 11
 

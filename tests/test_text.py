@@ -12,8 +12,8 @@ import io
 from ils_redact.cli.gate import _lint_text
 from ils_redact.disclosure.forms import _h
 from ils_redact.gate.lint import LintRecord
+from ils_redact.sdc.results import Entry, ReportInfo, ReportResult
 from ils_redact.stats.render import to_csv
-from ils_redact.stats.run import Entry, ReportInfo, ReportResult
 from ils_redact.text import UNPRINTABLE, csv_label, escaped
 
 HOSTILE = ("=1+1", "@A1", "+SUM(A1)", "-2+3", "x\r=2+2", "a\x1b]52;c;aGk=\x07b",

@@ -28,6 +28,7 @@ from ils_redact.backends import postgresql as pg
 from ils_redact.backends.postgresql.introspect import read_catalog
 from ils_redact.rules import for_catalog, load_rules
 from ils_redact.servers import Server, pg_tool
+from ils_redact.stats import all_reports
 from ils_redact.verify import verify
 from support import EgDb, dump_schema, run_cli, write_rules
 from support.parallel import exclusive
@@ -221,7 +222,7 @@ def test_install_brings_the_layer_up_to_date_and_exports_still_work(
         catalog.release = None
         applied = for_catalog(load_rules(rules), catalog)
         with psycopg.connect(db.dsn) as conn:
-            pg.install(conn, applied)
+            pg.install(conn, applied, reports=all_reports)
     else:
         plan = cli("plan")
         assert plan.returncode == 0 and f"-- note: ILS release {TO}\n" in plan.stdout

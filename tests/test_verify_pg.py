@@ -13,10 +13,10 @@ from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
 from ils_redact.backends.postgresql.state import read_state
+from ils_redact.backends.postgresql.verify.expect import expectations
+from ils_redact.backends.postgresql.verify.hazards import CLASSES
+from ils_redact.backends.postgresql.verify.stats_layer import layer_roles, read_stats_layer
 from ils_redact.verify import verify
-from ils_redact.verify.expect import expectations
-from ils_redact.verify.hazards import CLASSES
-from ils_redact.verify.stats_layer import layer_roles, read_stats_layer
 from support import EgDb, create_role, run_cli, snapshot, write_rules
 from support.verify import install, verify_cli
 

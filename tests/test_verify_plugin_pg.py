@@ -12,8 +12,9 @@ import pytest
 from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.backends.postgresql.verify.hazards import CLASSES
 from ils_redact.rules import load_rules
-from ils_redact.verify.hazards import CLASSES
+from ils_redact.stats import all_reports
 from support import EgDb, write_rules
 from support.verify import install
 
@@ -86,7 +87,7 @@ def test_one_test_per_check_and_failures_name_the_findings(eg_db: EgDb, project:
     off = write_rules(tmp_path, db.prefix, lambda t: t.replace(
         "revoke_public_temp: true", "revoke_public_temp: false"))
     with db.connect(autocommit=False) as conn:
-        pg.install(conn, load_rules(off))
+        pg.install(conn, load_rules(off), reports=all_reports)
     opts = (f"--ils-redact-dsn={db.dsn}", f"--ils-redact-rules={off}")
     res = pytest_in(project, *opts, "-k", "temp")
     assert res.returncode == 0 and "IlsRedactVerifyWarning" in res.stdout, res.stdout[-3000:]

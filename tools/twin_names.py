@@ -15,16 +15,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "plugin" / "ils_redact"
 
-#: each engine's tree: directories (every file below) and single files; the PostgreSQL
-#: parts of verify were written as verify/*.py before they moved under backends/
+#: each engine's tree: directories (every file below) and single files (every engine
+#: part now lives under backends/<engine>/: verify, the statistics SQL and runners, the
+#: query runner's part)
 TREES = {
-    "postgresql": ["backends/postgresql", "verify/*.py", "gate/execute.py", "stats/pgsql.py"],
-    "mariadb": ["backends/mariadb", "verify/mariadb", "gate/execute_mariadb.py",
-                "backends/mariadb/stats.py"],
+    "postgresql": ["backends/postgresql"],
+    "mariadb": ["backends/mariadb"],
 }
-#: files of verify/ that are engine-neutral (shared by both engines' verify)
-NEUTRAL = {"verify/__init__.py", "verify/findings.py", "verify/report.py", "verify/graph.py",
-           "verify/context.py", "verify/ilsconfig.py"}
+#: files of the trees that are engine-neutral (none since verify moved under backends/)
+NEUTRAL: set[str] = set()
 
 
 def files(tree: list[str]) -> set[Path]:

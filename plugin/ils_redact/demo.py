@@ -27,6 +27,7 @@ from .disclosure import export as export_mod
 from .disclosure import requests as req_mod
 from .rules import Rules, load_rules
 from .servers import Server, embedded_server
+from .stats import all_reports
 
 Say = Callable[[str], None]
 DEMO_DB = "ils_redact_demo"
@@ -121,7 +122,7 @@ def _demo(srv: Server, rules: Rules, res: DemoResult, say: Say, *, clerk: str, d
     dsn = srv.dsn_for(DEMO_DB)
     t = time.perf_counter()
     with pg.connect(dsn) as conn:
-        plan = pg.install(conn, rules)
+        plan = pg.install(conn, rules, reports=all_reports)
     res.timings["install"] = time.perf_counter() - t
     say(f"3. Installed ils-redact in one transaction: {len(plan.changes())} changes "
         f"({res.timings['install']:.2f} s); `ils-redact plan` prints them as SQL")

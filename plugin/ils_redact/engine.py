@@ -31,9 +31,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import Catalog
+from .errors import IlsRedactError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from .checks.report import Report
     from .plan import InstallContext, InstallPass, Plan
     from .rules import Rules
+    from .sdc.model import ReportSource
 
 
 #: SQLSTATE class (first two characters) -> what the restricted user is told
@@ -78,7 +81,7 @@ class RequestCheck:
 
 @dataclass(frozen=True)
 class QueryBackend:
-    """What differs between servers in the gated query runner (``gate.execute.run_gated``);
+    """What differs between servers in the gated query runner (``query.run.run_gated``);
     the order of events does not.
 
     ``names`` gives (how unqualified names resolve for this login, what the ``query``
@@ -259,15 +262,20 @@ class Engine(ABC):
     @abstractmethod
     def privileges(self) -> Privileges: ...
 
-    @abstractmethod
-    def compute_install_plan(self, conn: Any, rules: Rules) -> Plan: ...
+    # ``reports`` (the install, verify and publish calls): the statistics reports the rules
+    # define on a catalog, as a callable (``ils_redact.stats.all_reports``); the service
+    # hands it down, so no engine imports the statistics service or the query gate
 
     @abstractmethod
-    def offline_install_plan(self, rules: Rules, catalog: Catalog) -> Plan: ...
+    def compute_install_plan(self, conn: Any, rules: Rules, *, reports: ReportSource) -> Plan: ...
 
     @abstractmethod
-    def install(self, conn: Any, rules: Rules, *, lock_timeout: str = "10s",
-                expect: str | None = None) -> Plan: ...
+    def offline_install_plan(self, rules: Rules, catalog: Catalog, *,
+                             reports: ReportSource) -> Plan: ...
+
+    @abstractmethod
+    def install(self, conn: Any, rules: Rules, *, reports: ReportSource,
+                lock_timeout: str = "10s", expect: str | None = None) -> Plan: ...
 
     @abstractmethod
     def compute_uninstall_plan(self, conn: Any) -> tuple[Plan, list[str]]: ...
@@ -277,7 +285,7 @@ class Engine(ABC):
                   discard_audit: bool = False) -> Plan: ...
 
     @abstractmethod
-    def status(self, conn: Any, rules: Rules) -> dict[str, Any]: ...
+    def status(self, conn: Any, rules: Rules, *, reports: ReportSource) -> dict[str, Any]: ...
 
     @abstractmethod
     def audit_entries(self, conn: Any) -> int:
@@ -335,20 +343,64 @@ class Engine(ABC):
 
     @abstractmethod
     def stats_publish(self, conn: Any, rules: Rules, catalog: Catalog, name: str,
-                      months: list[Any] | None) -> list[Any]:
+                      months: list[Any] | None, *, reports: ReportSource) -> list[Any]:
         """``stats publish``: count, suppress and record months of report ``name`` (the
         administrator's connection); the months' results."""
 
     @abstractmethod
     def query_backend(self) -> Any:
-        """The gated query runner's engine part (``gate.execute.QueryBackend``)."""
+        """The gated query runner's engine part (``query.run.QueryBackend``)."""
 
     @abstractmethod
-    def verify(self, conn: Any, rules: Rules, *, ils_config: Path | str | None = None,
-               backup_roles: tuple[str, ...] = (), exhaustive: bool = False,
-               strict: bool = False) -> Report:
+    def verify(self, conn: Any, rules: Rules, *, reports: ReportSource,
+               ils_config: Path | str | None = None, backup_roles: tuple[str, ...] = (),
+               exhaustive: bool = False, strict: bool = False) -> Report:
         """Every check of ``ils-redact verify`` on this server (``backends/<engine>/
         verify/``)."""
 
     def __repr__(self) -> str:
         return f"<engine {self.name}>"
+
+
+# -- the registry: engine objects by name (``backends/__init__`` re-exports it) --------
+
+#: engine name -> the module whose ``ENGINE`` is its :class:`Engine` (imported on first use:
+#: a PostgreSQL user need not have the MariaDB driver loaded, and the reverse)
+BACKENDS = {"postgresql": "ils_redact.backends.postgresql.engine",
+            "mariadb": "ils_redact.backends.mariadb.engine"}
+#: how people call each server (for messages before an engine is loaded)
+LABELS = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+
+
+def get_backend(engine: str) -> Engine:
+    """The engine object of ``engine`` (``postgresql`` or ``mariadb``)."""
+    try:
+        module = BACKENDS[engine]
+    except KeyError:
+        raise IlsRedactError(f"no backend for engine {engine!r}",
+                             hint=f"known: {', '.join(BACKENDS)}") from None
+    found: Engine = import_module(module).ENGINE
+    return found
+
+
+def engines() -> list[Engine]:
+    return [get_backend(name) for name in BACKENDS]
+
+
+def engine_for(conn: Any) -> Engine:
+    """The engine a connection belongs to."""
+    for engine in engines():
+        if engine.owns(conn):
+            return engine
+    raise IlsRedactError(f"not a connection of a known server: {type(conn).__name__}")
+
+
+def dsn_engine(dsn: str) -> str:
+    """``mariadb`` for a mysql:// or mariadb:// URI, else ``postgresql`` (URI or libpq
+    key=value conninfo)."""
+    scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else ""
+    return "mariadb" if scheme in ("mysql", "mariadb") else "postgresql"
+
+
+def engine_for_dsn(dsn: str) -> Engine:
+    return get_backend(dsn_engine(dsn))

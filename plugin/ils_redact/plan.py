@@ -28,6 +28,8 @@ from .rules import Rules, check_against_catalog, for_catalog, release_notes
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .sdc.model import Report as SdcReport
+    from .sdc.model import ReportSource
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,8 @@ class InstallContext:
     catalog: Catalog
     state: Any
     plan: Plan
+    #: the statistics reports to install (the report source's answer for rules+catalog)
+    reports: list[SdcReport] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -153,8 +157,11 @@ class InstallContext:
 InstallPass = Callable[[InstallContext], list[Step]]
 
 
-def plan_install(engine: Engine, rules: Rules, catalog: Catalog, state: Any) -> Plan:
-    """The install plan: rules + catalog against the state the engine read (pure)."""
+def plan_install(engine: Engine, rules: Rules, catalog: Catalog, state: Any, *,
+                 reports: ReportSource) -> Plan:
+    """The install plan: rules + catalog against the state the engine read (pure).
+    ``reports`` gives the statistics reports (the statistics service's ``all_reports``,
+    handed down so that no engine imports the service)."""
     notices = check_against_catalog(rules, catalog)
     release = release_notes(rules, catalog)  # the ILS release; names it lacks are left out
     rules = for_catalog(rules, catalog)
@@ -165,7 +172,7 @@ def plan_install(engine: Engine, rules: Rules, catalog: Catalog, state: Any) -> 
     if notices:
         plan.notes.append(f"{len(notices)} relations or columns are not classified by the "
                           "rules (closed to restricted roles); `ils-redact verify` lists them")
-    ctx = InstallContext(engine, rules, catalog, state, plan)
+    ctx = InstallContext(engine, rules, catalog, state, plan, reports(rules, catalog))
     for install_pass in engine.install_passes:
         plan.steps.extend(install_pass(ctx))
     return plan

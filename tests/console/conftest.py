@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ils_redact.stats import all_reports
 from support.console import PASSWORD, SCREENSHOTS, Browser, Library
 
 HERE = Path(__file__).resolve().parent
@@ -72,7 +73,7 @@ def pg_library(scram_server: Any, run_prefix: str,
             fixture.fill(conn, patrons=2_000, circulations=10_000)
             conn.commit()
         with pg.connect(dsn) as conn:
-            pg.install(conn, rules)
+            pg.install(conn, rules, reports=all_reports)
         clerk, director, board = f"{prefix}clerk", f"{prefix}director", f"{prefix}board"
         with pg.connect(dsn) as conn:
             for login, kind, create in ((clerk, "admin", True), (clerk, "disclosure", False),

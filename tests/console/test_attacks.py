@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 
+from ils_redact.stats import all_reports
 from support.console import Client, Library
 
 PAYLOAD = ('<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -398,7 +399,7 @@ def trusting_library(server, eg_template: str, eg_roles: tuple[str, str],
     dsn = server.dsn_for(name)
     try:
         with pg.connect(dsn) as conn:
-            pg.install(conn, rules)
+            pg.install(conn, rules, reports=all_reports)
         clerk, director = f"{prefix}clerk", f"{prefix}director"
         with pg.connect(dsn) as conn:
             for login, kind, create in ((clerk, "admin", True), (clerk, "disclosure", False),

@@ -58,8 +58,9 @@ from ils_redact.backends import postgresql as pg
 from ils_redact.catalog import Catalog
 from ils_redact.disclosure import requests as req_mod
 from ils_redact.gate import Gate
-from ils_redact.gate.execute import run_read_only
 from ils_redact.gate.profiles import Classifier
+from ils_redact.query import run_read_only
+from ils_redact.stats import all_reports
 from support import EgDb, create_role
 from support.gate import ALL, STATS_VIEWS
 
@@ -181,7 +182,7 @@ def world(server, eg_template, eg_roles, run_prefix):  # type: ignore[no-untyped
     try:
         rules = db.rules
         with db.connect(autocommit=False) as conn:
-            pg.install(conn, rules)
+            pg.install(conn, rules, reports=all_reports)
         clerk = create_role(server, f"{db.prefix}clerk", member_of=(db.role("admin"),))
         director = create_role(server, f"{db.prefix}director", member_of=(db.role("admin"),))
         reader = create_role(server, f"{db.prefix}reader", member_of=(db.role("disclosure"),))

@@ -16,6 +16,7 @@ import pytest
 from psycopg import sql
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from support import EgDb, create_role, run_cli, write_rules
 
 PATRONS = (11, 12)
@@ -73,7 +74,7 @@ class Library:
 @pytest.fixture
 def lib(eg_db: EgDb, tmp_path: Path) -> Library:
     with eg_db.connect(autocommit=False) as conn:
-        pg.install(conn, eg_db.rules)
+        pg.install(conn, eg_db.rules, reports=all_reports)
     lib = Library(eg_db, tmp_path)
     lib.ok("staff", "grant", lib.clerk, "--role", "admin", "--create")
     lib.ok("staff", "grant", lib.director, "--role", "admin", "--create")

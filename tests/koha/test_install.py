@@ -13,6 +13,7 @@ import pytest
 from ils_redact.backends import mariadb as m
 from ils_redact.backends.mariadb.sqltext import account, ident, string
 from ils_redact.errors import StateError
+from ils_redact.stats import all_reports
 from support.koha import (
     PASSWORD,
     KohaDb,
@@ -40,7 +41,7 @@ def test_install_is_idempotent_and_records_what_it_did(koha: KohaDb) -> None:
     first_role_grant = min(i for i, s in enumerate(plan.steps) if role_grant(s))
     assert first_role_grant > last_other
     with koha.connect() as c:
-        again = m.compute_install_plan(c, koha.rules)
+        again = m.compute_install_plan(c, koha.rules, reports=all_reports)
     assert again.steps == [], [f"{s.kind} {s.target}" for s in again.steps]
     # roles exist as roles, the definer is a locked account
     assert koha.scalar("SELECT is_role FROM mysql.user WHERE User = %s AND Host = ''",
@@ -55,7 +56,7 @@ def test_install_is_idempotent_and_records_what_it_did(koha: KohaDb) -> None:
                             (koha.name, koha.name, koha.name))) == sorted(
         [(koha.owner,), (koha.role("stats_owner"),)])
     with koha.connect() as c:
-        st = m.status(c, koha.rules)
+        st = m.status(c, koha.rules, reports=all_reports)
     assert st["installed"] and st["in_sync"] and st["layer_version"] == st[
         "layer_version_available"]
 
@@ -119,14 +120,14 @@ def test_drift_is_repaired(installed: KohaDb) -> None:
         c.execute(f"CREATE OR REPLACE VIEW {ident(installed.layer)}.borrowers AS "
                   f"SELECT borrowernumber, surname FROM {ident(installed.name)}.borrowers")
         c.execute(f"ALTER USER {account(installed.owner, 'localhost')} ACCOUNT UNLOCK")
-        st = m.status(c, installed.rules)
+        st = m.status(c, installed.rules, reports=all_reports)
         assert not st["in_sync"]
         drift = " | ".join(st["drift"])
         assert "revoke" in drift and "generated view borrowers" in drift
         assert "alter-account" in drift
     installed.install()
     with installed.connect() as c:
-        assert m.compute_install_plan(c, installed.rules).steps == []
+        assert m.compute_install_plan(c, installed.rules, reports=all_reports).steps == []
         assert c.execute("SELECT COUNT(*) FROM mysql.tables_priv WHERE User = %s AND "
                          "Table_name = 'issues'", (dis,)).fetchone()[0] == 0
         view = c.execute("SELECT VIEW_DEFINITION, SECURITY_TYPE FROM information_schema.VIEWS "
@@ -141,12 +142,12 @@ def test_tampered_layer_routine_is_repaired(installed: KohaDb) -> None:
         c.execute(f"CREATE OR REPLACE DEFINER = {account(installed.owner, 'localhost')} "
                   f"PROCEDURE {ident(installed.layer)}.request_approve(IN p_request BIGINT) "
                   "SELECT NULL")
-        plan = m.compute_install_plan(c, installed.rules)
+        plan = m.compute_install_plan(c, installed.rules, reports=all_reports)
     keys = {s.target for s in plan.steps if s.kind == "repair"}
     assert keys == {"trigger audit_log_no_delete", "procedure request_approve"}
     installed.install()
     with installed.connect() as c:
-        assert m.compute_install_plan(c, installed.rules).steps == []
+        assert m.compute_install_plan(c, installed.rules, reports=all_reports).steps == []
         assert c.execute("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE "
                          "EVENT_OBJECT_SCHEMA = %s", (installed.layer,)).fetchone()[0] == 7
 
@@ -198,7 +199,7 @@ def test_roles_of_someone_else_are_refused(koha: KohaDb) -> None:
     with koha.connect() as c:
         c.execute(f"CREATE ROLE {ident(koha.role('disclosure'))}")
         with pytest.raises(StateError, match="was not created by ils-redact"):
-            m.compute_install_plan(c, koha.rules)
+            m.compute_install_plan(c, koha.rules, reports=all_reports)
 
 
 def test_two_koha_databases_on_one_server(mariadb: MariaServer) -> None:
@@ -209,7 +210,7 @@ def test_two_koha_databases_on_one_server(mariadb: MariaServer) -> None:
         a.install()
         with b.connect() as c:
             with pytest.raises(StateError, match="server-wide") as exc:
-                m.compute_install_plan(c, a.rules)  # a's prefix on b
+                m.compute_install_plan(c, a.rules, reports=all_reports)  # a's prefix on b
         # the message itself says whose the role is and what to write in the rules
         msg = exc.value.message
         assert f"belongs to the install for database {a.name}" in msg
@@ -252,20 +253,20 @@ def test_killed_install_resumes(koha: KohaDb, tmp_path) -> None:
         locker.close()
     time.sleep(0.5)  # the server notices the closed connection
     with koha.connect() as c:
-        st = m.status(c, koha.rules)
+        st = m.status(c, koha.rules, reports=all_reports)
         assert st["unfinished_runs"] and not st["in_sync"]
         # nothing was granted to a restricted role yet
         for kind in ("disclosure", "exporter", "admin", "stats"):
             grants = [r[0] for r in c.execute(f"SHOW GRANTS FOR {ident(koha.role(kind))}")]
             assert grants == [f"GRANT USAGE ON *.* TO `{koha.role(kind)}`"], grants
-        plan = m.compute_install_plan(c, koha.rules)
+        plan = m.compute_install_plan(c, koha.rules, reports=all_reports)
         assert any("stopped after" in n for n in plan.notes)
     done = run_cli("--dsn", koha.dsn, "--rules", str(rules), "install", "-q")
     assert done.returncode == 0, done.stderr
     with koha.connect() as c:
-        st = m.status(c, koha.rules)
+        st = m.status(c, koha.rules, reports=all_reports)
         assert st["in_sync"], st
-        assert m.compute_install_plan(c, koha.rules).steps == []
+        assert m.compute_install_plan(c, koha.rules, reports=all_reports).steps == []
 
 
 def test_plan_changes_nothing_and_prints_a_client_script(koha: KohaDb, tmp_path) -> None:

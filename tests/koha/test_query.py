@@ -21,9 +21,16 @@ import pytest
 from ils_redact.adapters import get_adapter
 from ils_redact.backends.mariadb.sqltext import account, ident
 from ils_redact.disclosure import audit
-from ils_redact.gate.execute import QueryFailed, QueryRefused
-from ils_redact.gate.execute_mariadb import catalog_for, run_query
-from support.koha import PASSWORD, KohaDb, MariaServer, popen_cli, run_cli, write_koha_rules
+from ils_redact.query import QueryFailed, QueryRefused, run_query
+from support.koha import (
+    PASSWORD,
+    KohaDb,
+    MariaServer,
+    catalog_for,
+    popen_cli,
+    run_cli,
+    write_koha_rules,
+)
 from support.koha_workflow import Staff
 
 PATRONS = [13, 26, 39]

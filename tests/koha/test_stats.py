@@ -41,7 +41,8 @@ from ils_redact.backends.mariadb.introspect import read_catalog as m_read_catalo
 from ils_redact.backends.mariadb.sqltext import ident
 from ils_redact.errors import IlsRedactError, Refused
 from ils_redact.rules import load_rules
-from ils_redact.stats.publish import month_range
+from ils_redact.sdc.publish import month_range
+from ils_redact.stats import all_reports
 from support.koha import KohaDb, MariaServer, run_cli, snapshot, write_koha_rules
 from support.stats_oracle import Key, age_band, determined, equations, released
 
@@ -157,7 +158,7 @@ def publish(db: KohaDb, report: str, lo=None, hi=None, rules=None) -> list:
     with db.connect(autocommit=False) as conn:
         conn.execute(f"USE {ident(db.name)}")
         return stats_publish.publish(conn, rules or db.rules, m_read_catalog(conn), report,
-                                     months)
+                                     months, reports=all_reports)
 
 
 def run(db: KohaDb, login: str, report: str, lo=None, hi=None):
@@ -603,7 +604,7 @@ def test_custom_report_is_installed_suppressed_and_dropped(koha: KohaDb,
     with koha.connect() as c:
         from ils_redact.backends import mariadb as m
 
-        assert m.compute_install_plan(c, koha.rules).steps == []
+        assert m.compute_install_plan(c, koha.rules, reports=all_reports).steps == []
 
 
 # -- the command line ----------------------------------------------------------------------

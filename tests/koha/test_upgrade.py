@@ -22,6 +22,7 @@ from ils_redact.backends import mariadb as m
 from ils_redact.backends.mariadb.sqltext import ident
 from ils_redact.disclosure import audit
 from ils_redact.disclosure import export as ex
+from ils_redact.stats import all_reports
 from support.koha import PASSWORD, KohaDb, run_cli, snapshot, write_koha_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +90,7 @@ def test_layer_3_upgrades_to_4_in_place(koha: KohaDb, tmp_path: Path) -> None:
 
     # this release: only what changed
     with koha.connect() as c:
-        plan = m.compute_install_plan(c, koha.rules)
+        plan = m.compute_install_plan(c, koha.rules, reports=all_reports)
     kinds = {s.kind for s in plan.changes()}
     assert "bootstrap" not in kinds and "create-role" not in kinds, kinds
     layers = {s.target.split()[1] for s in plan.steps if s.kind == "layer"}
@@ -97,8 +98,8 @@ def test_layer_3_upgrades_to_4_in_place(koha: KohaDb, tmp_path: Path) -> None:
     assert any(s.kind == "catalog" for s in plan.steps)
     koha.install()
     with koha.connect() as c:
-        assert m.compute_install_plan(c, koha.rules).steps == []
-        st = m.status(c, koha.rules)
+        assert m.compute_install_plan(c, koha.rules, reports=all_reports).steps == []
+        st = m.status(c, koha.rules, reports=all_reports)
     assert st["layer_version"] == 7 and st["in_sync"], st
     # the request approved under version 3 still serves its grantee, now an account
     assert koha.scalar(f"SELECT grantee FROM {ident(koha.layer)}.scope LIMIT 1") == f"{alice}@%"

@@ -20,11 +20,13 @@ from ils_redact.backends import mariadb as m
 from ils_redact.backends.mariadb.generated import generated_objects
 from ils_redact.backends.mariadb.planner import desired_grants, names_for
 from ils_redact.backends.mariadb.sqltext import account, ident
-from ils_redact.verify.mariadb import context, verify
-from ils_redact.verify.mariadb.expect import RESTRICTED_KINDS, sig
-from ils_redact.verify.mariadb.grants import read_server_grants
-from ils_redact.verify.mariadb.hazards import CLASSES
-from ils_redact.verify.mariadb.probe import probe_name, probe_session
+from ils_redact.backends.mariadb.verify import context
+from ils_redact.backends.mariadb.verify.expect import RESTRICTED_KINDS, sig
+from ils_redact.backends.mariadb.verify.grants import read_server_grants
+from ils_redact.backends.mariadb.verify.hazards import CLASSES
+from ils_redact.backends.mariadb.verify.probe import probe_name, probe_session
+from ils_redact.stats import all_reports
+from ils_redact.verify import verify
 from support.koha import KohaDb, write_koha_rules
 from support.koha_verify import execute, full_snapshot, probe_logins, verify_cli
 from support.koha_workflow import Staff
@@ -114,12 +116,12 @@ def test_the_vetted_layer_grants_are_what_install_grants(world) -> None:
     has its own list.  Both directions: every vetted grant is made, and nothing else."""
     db, _ = world
     with db.connect(autocommit=False) as c:
-        ctx = context(c, db.rules)
+        ctx = context(c, db.rules, reports=all_reports)
         c.rollback()
     catalog = ctx.catalog
     n = names_for(db.rules, db.name, db.layer)
     planned = desired_grants(db.rules, catalog, n, generated_objects(db.rules, catalog,
-                                                                     db.layer))
+                                                                     db.layer), ctx.reports)
     for kind in RESTRICTED_KINDS:
         exp = ctx.expect[kind]
         held = {sig(g) for g in ctx.grants.own(db.role(kind))}
@@ -255,7 +257,7 @@ def test_install_is_what_verify_expects_after_an_upgrade_of_the_rules(installed:
     from ils_redact.rules import load_rules
 
     with db.connect(autocommit=False) as c:
-        m.install(c, load_rules(rules))
+        m.install(c, load_rules(rules), reports=all_reports)
     run = verify_cli(db, tmp_path, rules=rules)
     assert run.returncode == 0, run.explain()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ils_redact.backends.mariadb.sqltext import account, ident
-from ils_redact.verify.mariadb.hazards import CLASSES
+from ils_redact.backends.mariadb.verify.hazards import CLASSES
 from support.koha import KohaDb, write_koha_rules
 from support.koha_verify import KOHA_CONF, execute, verify_cli
 

@@ -15,7 +15,7 @@ import pymysql
 import pytest
 
 from ils_redact.backends.mariadb.sqltext import account, ident, string
-from ils_redact.verify.mariadb.layer_facts import SETTLE_SECONDS
+from ils_redact.backends.mariadb.verify.layer_facts import SETTLE_SECONDS
 from support.koha import KohaDb
 from support.koha_verify import Run, dirty, execute, forget_public, verify_cli
 

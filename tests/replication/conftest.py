@@ -21,6 +21,7 @@ from psycopg import sql
 
 from ils_redact.rules import load_rules
 from ils_redact.servers import Server, embedded_bin_dir
+from ils_redact.stats import all_reports
 from support import EgDb, write_rules
 from support.replication import (
     PG15_BIN,
@@ -107,7 +108,7 @@ def make_repl_db(harness: Harness, tmp: Path, access: str = "function") -> Itera
         rules = load_rules(rules_file)
         assert rules.disclosure.access == access
         with psycopg.connect(db.dsn) as conn:
-            pg.install(conn, rules)
+            pg.install(conn, rules, reports=all_reports)
             conn.commit()
             for login, kinds in ((f"{db.prefix}clerk", ("admin", "disclosure")),
                                  (f"{db.prefix}director", ("admin",)),

@@ -21,7 +21,9 @@ from ils_redact.adapters import get_adapter
 from ils_redact.backends import mariadb as m
 from ils_redact.backends.mariadb.connection import Connection, parse_dsn
 from ils_redact.backends.mariadb.sqltext import account, ident, string
+from ils_redact.catalog import Catalog, catalog_from_json
 from ils_redact.rules import Rules, load_rules
+from ils_redact.stats import all_reports
 from support import run_cli  # noqa: F401 - the one helper; Koha tests import it from here
 
 PRESET = get_adapter("koha").preset_path
@@ -220,7 +222,7 @@ class KohaDb:
 
     def install(self, rules: Rules | None = None) -> Any:
         with self.connect(autocommit=False) as c:
-            return m.install(c, rules or self.rules)
+            return m.install(c, rules or self.rules, reports=all_reports)
 
     def uninstall(self, discard_audit: bool = True) -> Any:
         with self.connect(autocommit=False) as c:
@@ -301,3 +303,20 @@ def popen_cli(*args: str) -> subprocess.Popen:
     exe = Path(sys.executable).parent / "ils-redact"
     return subprocess.Popen([str(exe), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
+
+
+def catalog_for(adapter: Any, database: str) -> Catalog:
+    """The adapter's schema facts as the connected Koha database: its relations named
+    ``<database>.<table>`` (the facts were read from a database of another name)."""
+    ref = adapter.reference_catalog()
+    data = ref.to_json()
+    old = ref.database
+    data["database"] = database
+    for r in data["relations"]:
+        if r.get("schema") == old:
+            r["schema"] = database
+        for fk in r.get("foreign_keys", ()):
+            if fk.get("references", {}).get("schema") == old:
+                fk["references"]["schema"] = database
+    data["schemas"] = [database]
+    return catalog_from_json(data, source=f"{ref.source} (as {database})")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ils_redact.backends.mariadb.sqltext import ident
-from ils_redact.verify.mariadb.probe import PROBE_PREFIX
+from ils_redact.backends.mariadb.verify.probe import PROBE_PREFIX
 from support.koha import GRANT_TABLES, KohaDb, run_cli, snapshot, write_koha_rules
 
 #: Koha's etc/koha-conf.xml, trimmed to what verify reads (``<config>``) and a neighbour

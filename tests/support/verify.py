@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ils_redact.backends import postgresql as pg
+from ils_redact.stats import all_reports
 from support import EgDb, run_cli, write_rules
 
 
 def install(db: EgDb) -> EgDb:
     with db.connect(autocommit=False) as conn:
-        pg.install(conn, db.rules)
+        pg.install(conn, db.rules, reports=all_reports)
     return db
 
 

@@ -14,6 +14,7 @@ from ..errors import EXIT_VIOLATION, IlsRedactError, StateError
 from ..plan import Plan
 from ..releases import detect_release
 from ..rules import check_against_catalog, release_notes
+from ..stats import all_reports
 from . import cli
 from .context import CURRENT, CliContext, pass_ctx
 
@@ -41,7 +42,7 @@ def plan(ctx: CliContext, catalog_path: str | None, for_uninstall: bool) -> None
     engine = ctx.engine
     if catalog_path:
         catalog = load_catalog(catalog_path)
-        p = engine.offline_install_plan(ctx.rules, catalog)
+        p = engine.offline_install_plan(ctx.rules, catalog, reports=all_reports)
         _print_plan(ctx, p, p.digest())
         return
     with ctx.connect() as conn:
@@ -51,7 +52,7 @@ def plan(ctx: CliContext, catalog_path: str | None, for_uninstall: bool) -> None
                 p, blocking = engine.compute_uninstall_plan(conn)
                 p.notes.extend(f"blocks uninstall: {b}" for b in blocking)
             else:
-                p = engine.compute_install_plan(conn, ctx.rules)
+                p = engine.compute_install_plan(conn, ctx.rules, reports=all_reports)
     _print_plan(ctx, p, p.digest())
 
 
@@ -69,7 +70,8 @@ def install(ctx: CliContext, lock_timeout: str, expect: str | None, quiet: bool)
     MariaDB statement by statement, in an order that leaves nothing readable when
     interrupted (a second run finishes it)."""
     with ctx.connect(write="install") as conn:
-        p = ctx.engine.install(conn, ctx.rules, lock_timeout=lock_timeout, expect=expect)
+        p = ctx.engine.install(conn, ctx.rules, reports=all_reports,
+                               lock_timeout=lock_timeout, expect=expect)
     for note in p.notes:  # said even when nothing changed, or with --quiet
         if note.startswith("warning: "):
             click.echo(note, err=True)
@@ -196,7 +198,7 @@ def status(ctx: CliContext) -> None:
     engine = ctx.engine
     with ctx.connect() as conn:
         with conn.transaction(force_rollback=True):
-            s = engine.status(conn, ctx.rules)
+            s = engine.status(conn, ctx.rules, reports=all_reports)
             found = detect_release(conn, ctx.adapter.engine)
         with conn.transaction(force_rollback=True):
             s["replication"] = engine.replication_status(conn)
@@ -229,14 +231,16 @@ def rules_check(ctx: CliContext, catalog_path: str | None) -> None:
             ctx.adapter.reference_catalog()
         against = catalog_path or f"the packaged {ctx.adapter.name} reference catalog"
         notices = check_against_catalog(r, catalog)
-        engine.offline_install_plan(r, catalog)  # what `plan --catalog` would do
+        # what `plan --catalog` would do
+        engine.offline_install_plan(r, catalog, reports=all_reports)
     else:
         with ctx.connect() as conn:
             with conn.transaction(force_rollback=True):  # read-only by construction
                 conn.execute("SET TRANSACTION READ ONLY")
                 catalog = engine.read_catalog(conn)
                 notices = check_against_catalog(r, catalog)
-                engine.compute_install_plan(conn, r)  # exactly what `plan` does
+                # exactly what `plan` does
+                engine.compute_install_plan(conn, r, reports=all_reports)
         against = f"database {catalog.database}"
     data = {"rules": str(r.path), "adapter": r.adapter, "sha256": r.sha256,
             "against": against, "release": catalog.release,

@@ -22,8 +22,8 @@ import click
 from ..catalog import Catalog, load_catalog
 from ..errors import EXIT_VIOLATION, IlsRedactError
 from ..gate import PROFILES, Gate, GateResult
-from ..gate.execute import QueryRefused
 from ..gate.lint import VERDICTS, Linter, LintRecord
+from ..query import QueryRefused
 from ..text import escaped
 from . import cli
 from .context import CliContext, pass_ctx

@@ -1,6 +1,6 @@
 """query: run one staff query through the gate, logged like an export.
 
-A thin layer over :func:`ils_redact.gate.execute.run_query` (either engine: it asks the
+A thin layer over :func:`ils_redact.query.run_query` (either engine: it asks the
 engine of the connection for its part of the runner): the rows go to
 stdout in the chosen format, a one-line JSON summary (rows, sha256, audit entries) to
 stderr, and refusals to stderr one finding per line.  Database errors are shown by
@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
+from .. import query as query_service
 from ..catalog import Catalog, load_catalog
 from ..errors import IlsRedactError
-from ..gate import Gate, execute
-from ..gate.execute import FORMATS, QueryFailed, QueryRefused, run_query
+from ..gate import Gate
+from ..query import FORMATS, QueryFailed, QueryRefused, run_query
 from . import cli
 from .context import CliContext, pass_ctx
 
@@ -43,8 +44,8 @@ def session_gate(ctx: CliContext, conn: Any, catalog: Catalog, profile: str,
                  request_id: int | None) -> Gate:
     """The gate this login's query is checked with, after the request's own check (the
     same for ``query`` and ``rewrite --request``)."""
-    return execute.session_gate(conn, ctx.rules, catalog, profile=profile,
-                                request_id=request_id)
+    return query_service.session_gate(conn, ctx.rules, catalog, profile=profile,
+                                      request_id=request_id)
 
 
 @cli.command("query")

@@ -20,9 +20,10 @@ from typing import Any
 import click
 
 from ..errors import IlsRedactError
+from ..sdc import results as run_mod
+from ..sdc.publish import month_range, next_month
+from ..stats import all_reports
 from ..stats import render as render_mod
-from ..stats import run as run_mod
-from ..stats.publish import month_range, next_month
 from . import cli
 from .context import CURRENT, CliContext, pass_ctx
 
@@ -143,7 +144,8 @@ def stats_publish(ctx: CliContext, name: str, month: str | None, period_from: st
     months = month_range(lo, hi - dt.timedelta(days=1)) if lo and hi else None
     with ctx.connect(write="stats publish") as conn:
         catalog = ctx.backend.read_catalog(conn)
-        results = ctx.engine.stats_publish(conn, ctx.rules, catalog, name, months)
+        results = ctx.engine.stats_publish(conn, ctx.rules, catalog, name, months,
+                                               reports=all_reports)
 
     def text(_: Any) -> str:
         lines = []

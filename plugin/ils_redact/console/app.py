@@ -41,8 +41,8 @@ from werkzeug.exceptions import HTTPException
 from ..disclosure import requests as req_mod
 from ..errors import IlsRedactError, Refused
 from ..rules import Rules
+from ..sdc.results import parse_month
 from ..stats import render as stats_render
-from ..stats.run import parse_month
 from ..text import escaped_lines
 from . import readable, services, stats_view
 from .sessions import RateLimiter, Session, SessionStore

@@ -45,7 +45,7 @@ from ..disclosure.refusals import refuse
 from ..engine import Engine
 from ..errors import ConnectionFailed, IlsRedactError, Refused
 from ..rules import Rules
-from ..stats.run import ReportInfo, ReportResult
+from ..sdc.results import ReportInfo, ReportResult
 
 log = logging.getLogger("ils_redact.console")
 

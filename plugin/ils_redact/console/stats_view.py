@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ..stats.run import Entry, ReportResult
+from ..sdc.results import Entry, ReportResult
 
 WIDTH, HEIGHT, PAD, BOTTOM = 720, 220, 48, 30
 COLORS = ("#3b6ea5", "#d08c2f", "#5a9e5a", "#a54a6e")

@@ -218,7 +218,7 @@ def build_profile(rules: Rules, catalog: Catalog, name: str,
             scope[qualified] = t.patron_key
         scope_schema = None
         if catalog.engine == "mariadb" and catalog.database:
-            from ..backends import get_backend
+            from ..engine import get_backend
 
             scope_schema = get_backend(catalog.engine).layer_schema(catalog.database)
         return Profile(name, permitted, scope=scope, request_id=request_id,

@@ -87,7 +87,7 @@ class StatisticsSettings:
     reports: tuple[CustomReport, ...] = ()
     #: month boundaries of every report (an IANA zone name, e.g. America/Chicago)
     time_zone: str = "UTC"
-    #: complementary suppression (ils_redact.stats.solve): the cost policy, the
+    #: complementary suppression (ils_redact.sdc.solve): the cost policy, the
     #: protection level as a fraction of k, the exact solver's size limit
     cost: str = "totals_first"
     protection: float = 0.5

@@ -4,15 +4,17 @@ The statute allows statistical reports "so that no individual is identified".  T
 statistics role (``<prefix>stats``) holds no grant on any ILS relation; it may EXECUTE
 the report functions in schema ``ils_redact_stats`` and nothing else.  Those functions
 are owned by ``<prefix>stats_owner`` (NOLOGIN, never granted to a person), which holds
-SELECT on exactly the columns the reports read.  Code: :mod:`.model` (reports as data),
-``adapters/<ils>/reports.py`` (the standard reports), :mod:`.custom` (the rules' own,
-checked by the query gate), :mod:`.pgsql` (SQL), :mod:`.solve` (suppression),
-:mod:`.publish` (publication), :mod:`.run` and :mod:`.render`, and the layer files
-``sql/postgresql/0003_stats.sql`` and ``0006_stats_publication.sql``.  On MariaDB (Koha)
-the same reports read what ``stats publish`` recorded through SQL SECURITY DEFINER
-procedures of a ``stats_owner`` role granted to nobody: ``backends/mariadb/stats.py``,
-``stats_run.py``, ``stats_publish.py`` and ``sql/mariadb/0003_stats.sql``,
-``0005_stats_publication.sql``.
+SELECT on exactly the columns the reports read.  Code: this package decides which reports
+a rules file defines (:func:`all_reports`: ``adapters/<ils>/reports.py``, the standard
+reports, and :mod:`.custom`, the rules' own, checked by the query gate) and renders
+results (:mod:`.render`); :mod:`ils_redact.sdc` holds the report model, the suppression
+solver, the publication arithmetic and the result types; each engine writes and runs its
+SQL (``backends/postgresql/stats.py``, ``stats_publish.py``, ``stats_run.py`` with the
+layer files ``sql/postgresql/0003_stats.sql`` and ``0006_stats_publication.sql``; on
+MariaDB (Koha) the same reports read what ``stats publish`` recorded through SQL SECURITY
+DEFINER procedures of a ``stats_owner`` role granted to nobody:
+``backends/mariadb/stats.py``, ``stats_run.py``, ``stats_publish.py`` and
+``sql/mariadb/0003_stats.sql``, ``0005_stats_publication.sql``).
 
 What is released, and why it is safe
 ====================================
@@ -33,7 +35,7 @@ suppressed (value NULL, ``suppressed`` true).
    so is again a lower bound.
 
 2. *Complementary suppression within a page, at least cost, with protection
-   intervals* (:mod:`.solve`).  The released entries of a page, the facts "rows add up
+   intervals* (:mod:`ils_redact.sdc.solve`).  The released entries of a page, the facts "rows add up
    to their totals, columns to theirs" and "counts are never negative" let an attacker
    bound each suppressed entry by linear programming.  Each entry suppressed for fewer
    than k patrons must stay uncertain by a protection level either way
@@ -46,7 +48,7 @@ suppressed (value NULL, ``suppressed`` true).
    the exact-recovery tests.)
 
 3. *Published once: no differencing between runs, over time or across reports*
-   (:mod:`.publish`).  An administrator publishes a month (``stats publish``); the
+   (:mod:`ils_redact.sdc.publish`).  An administrator publishes a month (``stats publish``); the
    released entries are recorded in the layer (``0006_stats_publication.sql``,
    ``sql/mariadb/0005_stats_publication.sql``), readable only by the statistics owner,
    and the report functions return published months only.  A later run, a run over an
@@ -72,7 +74,7 @@ from importlib import import_module
 from ..adapters import get_adapter
 from ..catalog import Catalog
 from ..rules import Rules
-from .model import Dim, Join, Lookup, Measure, Report
+from ..sdc.model import Dim, Join, Lookup, Measure, Report
 
 __all__ = ["Dim", "Join", "Lookup", "Measure", "Report", "all_reports", "standard_reports"]
 

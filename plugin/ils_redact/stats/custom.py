@@ -22,8 +22,7 @@ from ..catalog import Catalog
 from ..errors import RulesError, RulesErrors
 from ..rules import Rules
 from ..rules.model import CustomReport
-from .model import Dim, Measure, Report
-from .pgsql import HELPERS
+from ..sdc.model import HELPERS, Dim, Measure, Report
 
 _TIME_TYPES = ("date", "timestamp")
 

@@ -13,9 +13,9 @@ import io
 import json
 from collections import OrderedDict
 
+from ..sdc.model import RESULT_COLUMNS
+from ..sdc.results import Entry, ReportResult
 from ..text import csv_label
-from .model import RESULT_COLUMNS
-from .run import Entry, ReportResult
 
 SUPPRESSED = "suppressed"
 

@@ -32,6 +32,7 @@ from ..checks.findings import CODES, VIOLATION, WARNING, Check, Finding
 from ..checks.report import Report, junit_error
 from ..errors import IlsRedactError
 from ..rules import Rules
+from ..stats import all_reports
 
 
 def verify(conn: Any, rules: Rules, *, ils_config: Path | str | None = None,
@@ -44,7 +45,7 @@ def verify(conn: Any, rules: Rules, *, ils_config: Path | str | None = None,
     if not engine.owns(conn):
         raise IlsRedactError(f"the rules are for {engine.label}, but the connection is not "
                              "to such a server")
-    report: Report = engine.verify(conn, rules, ils_config=ils_config,
+    report: Report = engine.verify(conn, rules, reports=all_reports, ils_config=ils_config,
                                    backup_roles=tuple(backup_roles), exhaustive=exhaustive,
                                    strict=strict)
     return report

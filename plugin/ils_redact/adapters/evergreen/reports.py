@@ -8,7 +8,7 @@ one: org units by ``shortname``, profiles by ``permission.grp_tree.name``.
 
 from __future__ import annotations
 
-from ...stats.model import Dim, Join, Lookup, Measure, Report
+from ...sdc.model import Dim, Join, Lookup, Measure, Report
 
 ORG = Lookup("actor.org_unit", "id", "shortname")
 PROFILE = Lookup("permission.grp_tree", "id", "name")

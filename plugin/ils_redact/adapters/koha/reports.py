@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from ...stats.model import Dim, Join, Lookup, Measure, Report
+from ...sdc.model import Dim, Join, Lookup, Measure, Report
 
 BRANCH = Lookup("branches", "branchcode", "branchname")
 ITEMTYPE = Lookup("itemtypes", "itemtype", "description")

@@ -14,6 +14,7 @@ a run got; and the next ``install`` plans again from what exists and finishes th
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import pymysql
@@ -23,6 +24,7 @@ from ...catalog import Catalog
 from ...errors import StateError
 from ...plan import Plan, status_fields
 from ...rules import Rules
+from ...sdc.model import ReportSource
 from .connection import (
     Connection,
     current_database,
@@ -68,17 +70,18 @@ def state_for(conn: Connection, rules: Rules) -> MariaState:
     return read_state(conn, names, owner, database)
 
 
-def compute_install_plan(conn: Connection, rules: Rules, lock_timeout: str = "10s") -> MariaPlan:
+def compute_install_plan(conn: Connection, rules: Rules, lock_timeout: str = "10s", *,
+                         reports: ReportSource) -> MariaPlan:
     catalog = read_catalog(conn)
-    plan = plan_install(rules, catalog, state_for(conn, rules))
+    plan = plan_install(rules, catalog, state_for(conn, rules), reports=reports)
     plan.preamble = preamble(catalog.database, parse_timeout(lock_timeout))
     return plan
 
 
-def offline_install_plan(rules: Rules, catalog: Catalog) -> MariaPlan:
+def offline_install_plan(rules: Rules, catalog: Catalog, *, reports: ReportSource) -> MariaPlan:
     """The plan for a server ils-redact never touched, from a JSON catalog."""
     state = MariaState.empty(catalog.database or "koha", catalog.server_version)
-    plan = plan_install(rules, catalog, state)
+    plan = plan_install(rules, catalog, state, reports=reports)
     plan.preamble = preamble(state.database, 10)
     return plan
 
@@ -187,8 +190,8 @@ def _execute_steps(conn: Connection, plan: Plan, layer: str, *, progress: bool) 
         track.finish()
 
 
-def install(conn: Connection, rules: Rules, *, lock_timeout: str = "10s",
-            expect: str | None = None) -> MariaPlan:
+def install(conn: Connection, rules: Rules, *, reports: ReportSource,
+            lock_timeout: str = "10s", expect: str | None = None) -> MariaPlan:
     require_mariadb(conn)
     require_admin(conn, "install")
     require_real_clock(conn, "install")
@@ -197,7 +200,7 @@ def install(conn: Connection, rules: Rules, *, lock_timeout: str = "10s",
     _session(conn, timeout)
     get_lock(conn, database, timeout)
     try:
-        plan = compute_install_plan(conn, rules, lock_timeout)
+        plan = compute_install_plan(conn, rules, lock_timeout, reports=reports)
         if expect and not plan_digest(plan).startswith(expect):
             raise StateError(f"the plan is no longer the one reviewed (sha256 "
                              f"{plan_digest(plan)[:16]}, expected {expect[:16]}); nothing "
@@ -275,7 +278,7 @@ def uninstall(conn: Connection, *, lock_timeout: str = "10s",
     return plan
 
 
-def status(conn: Connection, rules: Rules) -> dict[str, Any]:
+def status(conn: Connection, rules: Rules, *, reports: ReportSource) -> dict[str, Any]:
     """Installed version, rules hash, unfinished runs, and drift from the plan."""
     catalog = read_catalog(conn)
     state = state_for(conn, rules)
@@ -300,7 +303,8 @@ def status(conn: Connection, rules: Rules) -> dict[str, Any]:
             f"{qname(state.layer, 'install_log')} WHERE action = 'install' "
             "ORDER BY id DESC LIMIT 1").fetchone()
     last = (row[0], row[1], row[2].isoformat() + "Z", row[3]) if row else None
-    out.update(status_fields(rules, catalog, state, plan_install, last, recorded=recorded))
+    out.update(status_fields(rules, catalog, state, partial(plan_install, reports=reports),
+                             last, recorded=recorded))
     out["in_sync"] = (state.is_installed and out.get("drift") == []
                       and not state.unfinished_runs)
     conn.rollback()

@@ -14,6 +14,7 @@ from ...engine import Engine
 from ...errors import IlsRedactError
 from ...plan import Plan
 from ...rules import Rules
+from ...sdc.model import ReportSource
 from . import apply, connection, introspect, layer, orphaned, planner, procedures, replication
 from . import query as query_mod
 from . import staff as staff_mod
@@ -109,15 +110,17 @@ class MariaDBEngine(Engine):
     def privileges(self) -> Any:
         return planner.PRIVILEGES
 
-    def compute_install_plan(self, conn: Any, rules: Rules) -> Plan:
-        return apply.compute_install_plan(conn, rules)
+    def compute_install_plan(self, conn: Any, rules: Rules, *, reports: ReportSource) -> Plan:
+        return apply.compute_install_plan(conn, rules, reports=reports)
 
-    def offline_install_plan(self, rules: Rules, catalog: Catalog) -> Plan:
-        return apply.offline_install_plan(rules, catalog)
+    def offline_install_plan(self, rules: Rules, catalog: Catalog, *,
+                             reports: ReportSource) -> Plan:
+        return apply.offline_install_plan(rules, catalog, reports=reports)
 
-    def install(self, conn: Any, rules: Rules, *, lock_timeout: str = "10s",
-                expect: str | None = None) -> Plan:
-        return apply.install(conn, rules, lock_timeout=lock_timeout, expect=expect)
+    def install(self, conn: Any, rules: Rules, *, reports: ReportSource,
+                lock_timeout: str = "10s", expect: str | None = None) -> Plan:
+        return apply.install(conn, rules, reports=reports, lock_timeout=lock_timeout,
+                             expect=expect)
 
     def compute_uninstall_plan(self, conn: Any) -> tuple[Plan, list[str]]:
         plan, blocking = apply.compute_uninstall_plan(conn)
@@ -127,8 +130,8 @@ class MariaDBEngine(Engine):
                   discard_audit: bool = False) -> Plan:
         return apply.uninstall(conn, lock_timeout=lock_timeout, discard_audit=discard_audit)
 
-    def status(self, conn: Any, rules: Rules) -> dict[str, Any]:
-        return apply.status(conn, rules)
+    def status(self, conn: Any, rules: Rules, *, reports: ReportSource) -> dict[str, Any]:
+        return apply.status(conn, rules, reports=reports)
 
     def audit_entries(self, conn: Any) -> int:
         return apply.audit_entries(conn, layer_database(connection.current_database(conn)))
@@ -164,20 +167,21 @@ class MariaDBEngine(Engine):
 
     @property
     def stats_runner(self) -> Any:
-        from . import stats_run  # the stats helper's module (moved as a whole later)
+        from . import stats_run
 
         return stats_run
 
     def stats_publish(self, conn: Any, rules: Rules, catalog: Catalog, name: str,
-                      months: list[Any] | None) -> list[Any]:
+                      months: list[Any] | None, *, reports: ReportSource) -> list[Any]:
         from .stats_publish import publish
 
-        return publish(conn, rules, catalog, name, months)
+        return publish(conn, rules, catalog, name, months, reports=reports)
 
     def query_backend(self) -> Any:
         return query_mod.QUERY_BACKEND
 
-    def verify(self, conn: Any, rules: Rules, *, ils_config: Path | str | None = None,
+    def verify(self, conn: Any, rules: Rules, *, reports: ReportSource,
+               ils_config: Path | str | None = None,
                backup_roles: tuple[str, ...] = (), exhaustive: bool = False,
                strict: bool = False) -> Report:
         if backup_roles:
@@ -185,7 +189,7 @@ class MariaDBEngine(Engine):
                                  "breaks backup logins there); MariaDB has none")
         from .verify import verify
 
-        return verify(conn, rules, ils_config=ils_config, exhaustive=exhaustive,
+        return verify(conn, rules, reports=reports, ils_config=ils_config, exhaustive=exhaustive,
                       strict=strict)
 
 

@@ -35,6 +35,7 @@ from ...engine import Privileges
 from ...errors import StateError
 from ...plan import InstallContext, InstallPass, Plan, Step, grant_missing, revoke_drift
 from ...rules import Rules
+from ...sdc.model import Report, ReportSource
 from ..layer_settings import settings
 from .generated import Generated, generated_objects, koha_table, settings_sql
 from .introspect import catalog_sha256, snapshot_sql
@@ -176,7 +177,7 @@ def fingerprint_record_sql(layer: str, objtype: str, name: str, intended: str) -
 # -- privileges ------------------------------------------------------------------------
 
 def desired_grants(rules: Rules, catalog: Catalog, n: Names,
-                   generated: list[Generated]) -> set[Grant]:
+                   generated: list[Generated], reports: list[Report]) -> set[Grant]:
     """Exactly what each account and role ils-redact creates holds.  Anything else that
     they hold is revoked."""
     out: set[Grant] = set()
@@ -210,7 +211,7 @@ def desired_grants(rules: Rules, catalog: Catalog, n: Names,
         out.add(Grant(n.roles["admin"], "table", n.layer, table, "SELECT"))
     for kind in _CATALOG_READERS:
         out.add(Grant(n.roles[kind], "table", n.layer, CATALOG_TABLE, "SELECT"))
-    out |= stats_grants(rules, catalog, n.layer, n.roles)
+    out |= stats_grants(rules, catalog, n.layer, n.roles, reports)
     return out
 
 
@@ -317,12 +318,13 @@ def _installed_for(state: MariaState, name: str) -> str:
     return f" (it belongs to the install for database {', '.join(owners)})" if owners else ""
 
 
-def plan_install(rules: Rules, catalog: Catalog, state: MariaState) -> MariaPlan:
+def plan_install(rules: Rules, catalog: Catalog, state: MariaState, *,
+                 reports: ReportSource) -> MariaPlan:
     """The install plan (``plan.plan_install`` with this engine's passes)."""
     from ...plan import plan_install as install_plan
     from .engine import ENGINE
 
-    plan = install_plan(ENGINE, rules, catalog, state)
+    plan = install_plan(ENGINE, rules, catalog, state, reports=reports)
     assert isinstance(plan, MariaPlan)
     return plan
 
@@ -417,7 +419,8 @@ def _layer(ctx: InstallContext) -> list[Step]:
         steps.extend(_fingerprint_steps(layer, layer_objects()))
 
     want = settings(rules)
-    generated = generated_objects(rules, catalog, layer) + stats_objects(rules, catalog, layer)
+    generated = generated_objects(rules, catalog, layer) + stats_objects(rules, catalog, layer,
+                                                                     ctx.reports)
     ctx.facts["generated"] = generated
     if (state.settings or {}) != want:
         steps.append(Step("settings", f"{layer}.setting", settings_sql(layer, want),
@@ -490,7 +493,7 @@ class MariaPrivileges(Privileges):
 
     def desired(self, ctx: InstallContext) -> set[Any]:
         return desired_grants(ctx.rules, ctx.catalog, ctx.facts["names"],
-                              ctx.facts["generated"])
+                              ctx.facts["generated"], ctx.reports)
 
     def actual(self, ctx: InstallContext) -> set[Any]:
         n = ctx.facts["names"]

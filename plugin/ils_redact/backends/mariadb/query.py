@@ -1,4 +1,4 @@
-"""The gated query runner's MariaDB part (Koha); ``gate.execute`` holds the order of
+"""The gated query runner's MariaDB part (Koha); ``query.run`` holds the order of
 events, as follows here.
 
 1. Check the request with the layer's own procedure (``export_check``: approved,

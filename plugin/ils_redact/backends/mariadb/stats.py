@@ -2,7 +2,7 @@
 
 The definer of every statistics routine is the ``<prefix>stats_owner`` role, which is
 never granted to anybody and holds SELECT on exactly the Koha columns the reports count
-(:meth:`ils_redact.stats.model.Report.columns_read`), the layer's two work tables and
+(:meth:`ils_redact.sdc.model.Report.columns_read`), the layer's two work tables and
 EXECUTE on the statistics routines; the stats role holds EXECUTE on the report
 procedures and ``stats_reports`` and nothing else.  A report procedure
 (``report_<name>``) does, inside the database:
@@ -35,7 +35,7 @@ import json
 from ...catalog import Catalog
 from ...errors import StateError
 from ...rules import Rules
-from ...stats.model import Dim, Measure, Report
+from ...sdc.model import Dim, Measure, Report
 from .generated import Generated
 from .sqltext import ident, literal, qname, string
 from .state import Grant
@@ -287,16 +287,9 @@ def catalog_procedure(reports: list[Report], layer: str, k: int, tz: str) -> Gen
                      + ", ".join(r.name for r in reports))
 
 
-def report_list(rules: Rules, catalog: Catalog) -> list[Report]:
-    from ...stats import all_reports  # the stats package imports the backends lazily
-
-    return all_reports(rules, catalog)
-
-
 def stats_objects(rules: Rules, catalog: Catalog, layer: str,
-                  reports: list[Report] | None = None) -> list[Generated]:
+                  reports: list[Report]) -> list[Generated]:
     """The report procedures and the catalog procedure, written from the rules."""
-    reports = report_list(rules, catalog) if reports is None else reports
     st = rules.statistics
     out = [report_procedure(r, catalog, layer, st.k, st.time_zone) for r in reports]
     out.append(catalog_procedure(reports, layer, st.k, st.time_zone))
@@ -304,11 +297,10 @@ def stats_objects(rules: Rules, catalog: Catalog, layer: str,
 
 
 def stats_grants(rules: Rules, catalog: Catalog, layer: str, roles: dict[str, str],
-                 reports: list[Report] | None = None) -> set[Grant]:
+                 reports: list[Report]) -> set[Grant]:
     """What stats_owner and stats hold: column SELECT on what the reports count, the work
     tables, EXECUTE on the routines (a definer role needs EXECUTE on its own routine
     too); the stats role EXECUTE on the reports and the catalog."""
-    reports = report_list(rules, catalog) if reports is None else reports
     owner, stats = roles["stats_owner"], roles["stats"]
     out: set[Grant] = set()
     for r in reports:

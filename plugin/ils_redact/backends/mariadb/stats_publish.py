@@ -1,4 +1,4 @@
-"""``stats publish`` on MariaDB (see :mod:`ils_redact.stats.publish`): one transaction.
+"""``stats publish`` on MariaDB (see :mod:`ils_redact.sdc.publish`): one transaction.
 
 Run by the administrator (the install DSN).  Publishers are serialised by a named lock
 (two at once would each miss the other's shared totals); the counts are the plain GROUP
@@ -20,7 +20,8 @@ import pymysql
 from ...catalog import Catalog
 from ...errors import IlsRedactError, Refused, StateError
 from ...rules import Rules
-from ...stats.publish import (
+from ...sdc.model import ReportSource
+from ...sdc.publish import (
     MonthResult,
     next_month,
     prepare,
@@ -51,10 +52,10 @@ def _installed(conn: Connection, layer: str) -> dict[str, tuple[int, str, bool]]
 
 
 def publish(conn: Connection, rules: Rules, catalog: Catalog, name: str,
-            months: list[dt.date] | None) -> list[MonthResult]:
+            months: list[dt.date] | None, *, reports: ReportSource) -> list[MonthResult]:
     layer = layer_of(conn)
     installed = _installed(conn, layer)
-    job = prepare(rules, catalog, installed, name, months)
+    job = prepare(rules, catalog, installed, name, months, reports)
     report, settings, guarded, tz, timed = (job.report, job.settings, job.guarded,
                                             job.time_zone, job.timed)
     this_month = dt.datetime.now(zoneinfo.ZoneInfo(tz)).date().replace(day=1)

@@ -1,6 +1,6 @@
 """List and run the installed reports on MariaDB, as a login in the statistics role.
 
-The same results as :mod:`ils_redact.stats.run` (``ReportInfo``, ``ReportResult``,
+The same results as :mod:`ils_redact.sdc.results` (``ReportInfo``, ``ReportResult``,
 ``Entry``), from the layer's procedures: ``stats_reports()`` describes what is installed,
 ``report_<name>(from, to)`` returns entries that are already suppressed.  A report name
 is checked against the installed list before it is quoted into the CALL.
@@ -22,7 +22,7 @@ from typing import Any
 import pymysql
 
 from ...errors import IlsRedactError
-from ...stats.run import Entry, Published, ReportInfo, ReportResult, choose_report, in_period
+from ...sdc.results import Entry, Published, ReportInfo, ReportResult, choose_report, in_period
 from .connection import Connection
 from .procedures import _run, layer_of
 from .sqltext import qname

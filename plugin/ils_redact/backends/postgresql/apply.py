@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -30,6 +31,7 @@ from ...catalog import Catalog
 from ...errors import StateError
 from ...plan import Plan, status_fields
 from ...rules import Rules
+from ...sdc.model import ReportSource
 from .connection import current_database, require_superuser, run_statement
 from .introspect import read_catalog
 from .planner import layer_version_available, plan_install, qname
@@ -119,29 +121,29 @@ def _execute(conn: psycopg.Connection, plan: Plan) -> None:
 
 
 def compute_install_plan(conn: psycopg.Connection, rules: Rules,
-                         lock_timeout: str = "10s") -> Plan:
+                         lock_timeout: str = "10s", *, reports: ReportSource) -> Plan:
     catalog = read_catalog(conn)
     state = read_state(conn, rules)
-    plan = plan_install(rules, catalog, state)
+    plan = plan_install(rules, catalog, state, reports=reports)
     _preamble(plan, lock_timeout, LAYER_LOCK if state.is_installed else fresh_lock(rules))
     return plan
 
 
-def offline_install_plan(rules: Rules, catalog: Catalog) -> Plan:
+def offline_install_plan(rules: Rules, catalog: Catalog, *, reports: ReportSource) -> Plan:
     """The plan for a database ils-redact never touched, from a JSON catalog."""
     state = PgState.empty(catalog.database or "<database>", catalog.server_version)
-    plan = plan_install(rules, catalog, state)
+    plan = plan_install(rules, catalog, state, reports=reports)
     _preamble(plan, "10s", fresh_lock(rules))
     return plan
 
 
-def install(conn: psycopg.Connection, rules: Rules, *, lock_timeout: str = "10s",
-            expect: str | None = None) -> Plan:
+def install(conn: psycopg.Connection, rules: Rules, *, reports: ReportSource,
+            lock_timeout: str = "10s", expect: str | None = None) -> Plan:
     require_superuser(conn, "install")
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout)))
         serialise(conn, rules, "install")
-        plan = compute_install_plan(conn, rules, lock_timeout)
+        plan = compute_install_plan(conn, rules, lock_timeout, reports=reports)
         if expect and not plan_digest(plan).startswith(expect):
             raise StateError(f"the plan is no longer the one reviewed (sha256 "
                              f"{plan_digest(plan)[:16]}, expected {expect[:16]}); nothing "
@@ -224,7 +226,7 @@ def audit_entries(conn: psycopg.Connection) -> int:
     return int(n[0]) if n else 0
 
 
-def status(conn: psycopg.Connection, rules: Rules) -> dict[str, Any]:
+def status(conn: psycopg.Connection, rules: Rules, *, reports: ReportSource) -> dict[str, Any]:
     """Installed version, rules hash, and whether the catalog has drifted from the plan."""
     catalog = read_catalog(conn)
     state = read_state(conn, rules)
@@ -243,7 +245,7 @@ def status(conn: psycopg.Connection, rules: Rules) -> dict[str, Any]:
             "SELECT rules_sha256, tool_version, at, by_user FROM ils_redact.install_log "
             "WHERE action = 'install' ORDER BY id DESC LIMIT 1").fetchone()
     last = (row[0], row[1], row[2].isoformat(), row[3]) if row else None
-    out.update(status_fields(rules, catalog, state, plan_install, last,
-                             recorded=state.is_installed))
+    out.update(status_fields(rules, catalog, state, partial(plan_install, reports=reports),
+                             last, recorded=state.is_installed))
     out["in_sync"] = state.is_installed and out.get("drift") == []
     return out

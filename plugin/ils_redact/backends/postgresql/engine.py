@@ -13,6 +13,7 @@ from ...checks.report import Report
 from ...engine import Engine
 from ...plan import Plan
 from ...rules import Rules
+from ...sdc.model import ReportSource
 from . import apply, connection, introspect, orphaned, planner, procedures, replication, staff
 from . import state as state_mod
 
@@ -123,15 +124,17 @@ class PostgresEngine(Engine):
     def privileges(self) -> Any:
         return planner.PRIVILEGES
 
-    def compute_install_plan(self, conn: Any, rules: Rules) -> Plan:
-        return apply.compute_install_plan(conn, rules)
+    def compute_install_plan(self, conn: Any, rules: Rules, *, reports: ReportSource) -> Plan:
+        return apply.compute_install_plan(conn, rules, reports=reports)
 
-    def offline_install_plan(self, rules: Rules, catalog: Catalog) -> Plan:
-        return apply.offline_install_plan(rules, catalog)
+    def offline_install_plan(self, rules: Rules, catalog: Catalog, *,
+                             reports: ReportSource) -> Plan:
+        return apply.offline_install_plan(rules, catalog, reports=reports)
 
-    def install(self, conn: Any, rules: Rules, *, lock_timeout: str = "10s",
-                expect: str | None = None) -> Plan:
-        return apply.install(conn, rules, lock_timeout=lock_timeout, expect=expect)
+    def install(self, conn: Any, rules: Rules, *, reports: ReportSource,
+                lock_timeout: str = "10s", expect: str | None = None) -> Plan:
+        return apply.install(conn, rules, reports=reports, lock_timeout=lock_timeout,
+                             expect=expect)
 
     def compute_uninstall_plan(self, conn: Any) -> tuple[Plan, list[str]]:
         return apply.compute_uninstall_plan(conn)
@@ -140,8 +143,8 @@ class PostgresEngine(Engine):
                   discard_audit: bool = False) -> Plan:
         return apply.uninstall(conn, lock_timeout=lock_timeout, discard_audit=discard_audit)
 
-    def status(self, conn: Any, rules: Rules) -> dict[str, Any]:
-        return apply.status(conn, rules)
+    def status(self, conn: Any, rules: Rules, *, reports: ReportSource) -> dict[str, Any]:
+        return apply.status(conn, rules, reports=reports)
 
     def audit_entries(self, conn: Any) -> int:
         return apply.audit_entries(conn)
@@ -176,28 +179,29 @@ class PostgresEngine(Engine):
 
     @property
     def stats_runner(self) -> Any:
-        from ...stats import run  # the stats helper moves the runner under backends/
+        from . import stats_run
 
-        return run
+        return stats_run
 
     def stats_publish(self, conn: Any, rules: Rules, catalog: Catalog, name: str,
-                      months: list[Any] | None) -> list[Any]:
-        from ...stats.publish_pg import publish  # the stats helper moves it under backends/
+                      months: list[Any] | None, *, reports: ReportSource) -> list[Any]:
+        from .stats_publish import publish
 
-        return publish(conn, rules, catalog, name, months)
+        return publish(conn, rules, catalog, name, months, reports=reports)
 
     def query_backend(self) -> Any:
         from .query import QUERY_BACKEND
 
         return QUERY_BACKEND
 
-    def verify(self, conn: Any, rules: Rules, *, ils_config: Path | str | None = None,
+    def verify(self, conn: Any, rules: Rules, *, reports: ReportSource,
+               ils_config: Path | str | None = None,
                backup_roles: tuple[str, ...] = (), exhaustive: bool = False,
                strict: bool = False) -> Report:
         from .verify import verify
 
-        return verify(conn, rules, ils_config=ils_config, backup_roles=backup_roles,
-                      exhaustive=exhaustive, strict=strict)
+        return verify(conn, rules, reports=reports, ils_config=ils_config,
+                      backup_roles=backup_roles, exhaustive=exhaustive, strict=strict)
 
 
 ENGINE = PostgresEngine()

@@ -33,6 +33,7 @@ from ...errors import StateError
 from ...plan import InstallContext, InstallPass, Plan, Step, grant_missing, revoke_drift
 from ...resources import sql_dir
 from ...rules import Rules
+from ...sdc.model import ReportSource
 from ...text import printable
 from ..layer_settings import settings
 from .generated import MARK, Generated, generated_functions, settings_sql
@@ -309,12 +310,13 @@ ROLE_MODE_EXPLAIN = (
     "closes this; disclosure.access: function (the default) does.")
 
 
-def plan_install(rules: Rules, catalog: Catalog, state: PgState) -> Plan:
+def plan_install(rules: Rules, catalog: Catalog, state: PgState, *,
+                 reports: ReportSource) -> Plan:
     """The install plan (``plan.plan_install`` with this engine's passes)."""
     from ...plan import plan_install as install_plan
     from .engine import ENGINE
 
-    return install_plan(ENGINE, rules, catalog, state)
+    return install_plan(ENGINE, rules, catalog, state, reports=reports)
 
 
 def _names(ctx: InstallContext) -> list[Step]:
@@ -457,9 +459,7 @@ def _layer(ctx: InstallContext) -> list[Step]:
 def _reports(ctx: InstallContext) -> list[Step]:
     """3. privileges on ILS objects: what the statistics reports read is given to their
     owner (the diff itself is ``plan.revoke_drift`` and ``plan.grant_missing``)."""
-    from ...stats import all_reports  # the stats package imports this backend
-
-    ctx.facts["reports"] = all_reports(ctx.rules, ctx.catalog)
+    ctx.facts["reports"] = ctx.reports
     return []
 
 
@@ -620,7 +620,7 @@ def _membership_steps(rules: Rules, roles: dict[str, str], state: PgState) -> li
 
 
 def _stats_generated(rules: Rules, reports: list) -> list[Generated]:
-    from ...stats.pgsql import catalog_function, report_function
+    from .stats import catalog_function, report_function
 
     st = rules.statistics
     return [report_function(r, st.k, st.time_zone) for r in reports] + [

@@ -1,4 +1,4 @@
-"""The gated query runner's PostgreSQL part (``gate.execute`` holds the order of events):
+"""The gated query runner's PostgreSQL part (``query.run`` holds the order of events):
 the request check and audit entries through the layer's functions, the read-only
 execution, and errors described by SQLSTATE only (a message can carry values)."""
 

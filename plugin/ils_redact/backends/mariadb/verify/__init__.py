@@ -38,6 +38,7 @@ from ....checks.findings import run_parts
 from ....checks.report import Report
 from ....errors import StateError
 from ....rules import Rules, check_against_catalog, for_catalog
+from ....sdc.model import ReportSource
 from ..apply import state_for
 from ..connection import (
     Connection,
@@ -59,8 +60,9 @@ PARTS = (("catalog", catalog_proof), ("empirical", empirical), ("hazard", hazard
          ("drift", drift))
 
 
-def verify(conn: Connection, rules: Rules, *, ils_config: Path | str | None = None,
-           exhaustive: bool = False, strict: bool = False) -> Report:
+def verify(conn: Connection, rules: Rules, *, reports: ReportSource,
+           ils_config: Path | str | None = None, exhaustive: bool = False,
+           strict: bool = False) -> Report:
     """Every check, on the Koha database ``conn`` names (as an administrator)."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -72,7 +74,8 @@ def verify(conn: Connection, rules: Rules, *, ils_config: Path | str | None = No
         conn.autocommit(False)
         conn.execute("START TRANSACTION READ ONLY")
         try:
-            ctx = context(conn, rules, ils_config=ils_config, exhaustive=exhaustive)
+            ctx = context(conn, rules, reports=reports, ils_config=ils_config,
+                              exhaustive=exhaustive)
         finally:
             conn.rollback()
         timings["read"] = time.perf_counter() - t
@@ -88,8 +91,8 @@ def verify(conn: Connection, rules: Rules, *, ils_config: Path | str | None = No
         engine="MariaDB")
 
 
-def context(conn: Connection, rules: Rules, *, ils_config: Path | str | None = None,
-            exhaustive: bool = False) -> MariaContext:
+def context(conn: Connection, rules: Rules, *, reports: ReportSource,
+            ils_config: Path | str | None = None, exhaustive: bool = False) -> MariaContext:
     """Read everything the checks need (inside the caller's transaction)."""
     database = current_database(conn)
     catalog = read_catalog(conn)
@@ -145,7 +148,7 @@ def context(conn: Connection, rules: Rules, *, ils_config: Path | str | None = N
         layers=layers, views=views, routines=routines, layer_relations=layer_relations,
         stats=stats, expect=expectations(rules, catalog, state.layer, names.roles, stats),
         definers=definers, installer_edges=installer_edges, facts=facts,
-        exhaustive=exhaustive,
+        exhaustive=exhaustive, reports=reports(rules, catalog),
         ils_config=Path(ils_config) if ils_config else None)
 
 

@@ -313,7 +313,7 @@ def definer_check(ctx: MariaContext) -> Check:
                   + (f"; the definer role{'s' if len(roles) > 1 else ''} {', '.join(roles)} "
                      "only what the layer gives, and is granted to nobody" if roles else ""))
     generated = generated_objects(ctx.rules, ctx.catalog, ctx.layer)
-    desired = desired_grants(ctx.rules, ctx.catalog, ctx.names, generated)
+    desired = desired_grants(ctx.rules, ctx.catalog, ctx.names, generated, ctx.reports)
     f = check.findings
     detail = _account_definer(ctx, f, {sig(g) for g in desired if g.grantee == owner})
     for role in roles:

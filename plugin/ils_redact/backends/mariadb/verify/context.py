@@ -16,6 +16,7 @@ from pathlib import Path
 from ....catalog import Catalog
 from ....rules import Rules
 from ....rules.model import ALL_COLUMNS
+from ....sdc.model import Report as SdcReport
 from ..connection import Connection
 from ..generated import LAYER_NAMES
 from ..introspect import view_reads
@@ -140,6 +141,8 @@ class MariaContext:
     exhaustive: bool = False
     ils_config: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: the statistics reports the rules define here (the verify service's report source)
+    reports: list[SdcReport] = field(default_factory=list)
 
     @property
     def koha(self) -> str:

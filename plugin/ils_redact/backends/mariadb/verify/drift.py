@@ -19,7 +19,8 @@ def run(ctx: MariaContext) -> list[Check]:
     check = Check("drift", "the server holds what the rules plan: `ils-redact plan` would "
                   "change nothing")
     try:
-        plan = plan_install(ctx.rules, ctx.catalog, ctx.state)
+        plan = plan_install(ctx.rules, ctx.catalog, ctx.state,
+                            reports=lambda _rules, _catalog: ctx.reports)
     except IlsRedactError as exc:
         check.findings.append(Finding(
             "D-DRIFT", f"database {ctx.koha}", f"the plan cannot be computed: {exc}",

@@ -20,6 +20,7 @@ from ....checks.findings import run_parts
 from ....checks.report import Report
 from ....errors import StateError
 from ....rules import Rules, check_against_catalog, for_catalog
+from ....sdc.model import ReportSource
 from ..connection import require_superuser
 from ..introspect import read_catalog
 from ..state import read_state
@@ -33,9 +34,9 @@ PARTS = (("catalog", catalog_proof), ("empirical", empirical), ("hazard", hazard
          ("drift", drift))
 
 
-def verify(conn: psycopg.Connection, rules: Rules, *, ils_config: Path | str | None = None,
-           backup_roles: tuple[str, ...] = (), exhaustive: bool = False,
-           strict: bool = False) -> Report:
+def verify(conn: psycopg.Connection, rules: Rules, *, reports: ReportSource,
+           ils_config: Path | str | None = None, backup_roles: tuple[str, ...] = (),
+           exhaustive: bool = False, strict: bool = False) -> Report:
     """Every check, on the database ``conn`` is connected to (as a superuser, idle)."""
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise StateError("verify needs a connection with no transaction open")
@@ -47,7 +48,7 @@ def verify(conn: psycopg.Connection, rules: Rules, *, ils_config: Path | str | N
             conn.execute("SET LOCAL lock_timeout = '10s'")
             require_superuser(conn, "verify")
             t = time.perf_counter()
-            ctx = _context(conn, rules, ils_config=ils_config,
+            ctx = _context(conn, rules, reports=reports, ils_config=ils_config,
                            backup_roles=tuple(backup_roles), exhaustive=exhaustive)
             timings["read"] = time.perf_counter() - t
             checks = run_parts(PARTS, ctx, timings)
@@ -61,8 +62,9 @@ def verify(conn: psycopg.Connection, rules: Rules, *, ils_config: Path | str | N
         seconds=time.perf_counter() - started, timings=timings, strict=strict)
 
 
-def _context(conn: psycopg.Connection, rules: Rules, *, ils_config: Path | str | None,
-             backup_roles: tuple[str, ...], exhaustive: bool) -> VerifyContext:
+def _context(conn: psycopg.Connection, rules: Rules, *, reports: ReportSource,
+             ils_config: Path | str | None, backup_roles: tuple[str, ...],
+             exhaustive: bool) -> VerifyContext:
     catalog = read_catalog(conn)
     state = read_state(conn, rules)
     if not state.is_installed:
@@ -82,7 +84,7 @@ def _context(conn: psycopg.Connection, rules: Rules, *, ils_config: Path | str |
         conn=conn, rules=rules, catalog=catalog, state=state, graph=graph, stats=stats,
         expect=expectations(rules, catalog, state, stats), roles=roles, layer_roles=ours,
         exhaustive=exhaustive, ils_config=Path(ils_config) if ils_config else None,
-        backup_roles=backup_roles)
+        backup_roles=backup_roles, reports=reports(rules, catalog))
 
 
 __all__ = ["PARTS", "verify"]

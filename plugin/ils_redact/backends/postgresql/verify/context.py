@@ -11,6 +11,7 @@ import psycopg
 from ....catalog import Catalog
 from ....rules import Rules
 from ....rules.model import ALL_COLUMNS
+from ....sdc.model import Report as SdcReport
 from ..state import LAYER_SCHEMA, PgState
 from .expect import RESTRICTED_KINDS, Expectation
 from .graph import RoleGraph
@@ -50,6 +51,8 @@ class VerifyContext:
     ils_config: Path | None = None
     backup_roles: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    #: the statistics reports the rules define here (the verify service's report source)
+    reports: list[SdcReport] = field(default_factory=list)
 
     # -- roles ---------------------------------------------------------------------------
     @property

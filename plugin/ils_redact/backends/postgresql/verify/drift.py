@@ -16,7 +16,8 @@ from .context import VerifyContext
 def run(ctx: VerifyContext) -> list[Check]:
     check = Check("drift", "the database holds what the rules plan: `ils-redact plan` would "
                   "change nothing")
-    plan = plan_install(ctx.rules, ctx.catalog, ctx.state)
+    plan = plan_install(ctx.rules, ctx.catalog, ctx.state,
+                            reports=lambda _rules, _catalog: ctx.reports)
     for step in plan.changes():
         check.findings.append(Finding(
             "D-DRIFT", f"{step.kind} {step.target}",

@@ -302,10 +302,8 @@ def layer_owner(ctx: VerifyContext) -> Check:
                   "that no login can act as")
     state = ctx.state
     owners = {ctx.roles[k] for k in OWNER_KINDS}
-    from ....stats import all_reports
-
     generated = generated_functions(ctx.rules, ctx.catalog) + _stats_generated(
-        ctx.rules, all_reports(ctx.rules, ctx.catalog))
+        ctx.rules, ctx.reports)
     gen = {g.signature.replace(" ", ""): g.owner_kind for g in generated}
     reached: dict[str, list[str]] = defaultdict(list)
     for obj in state.layer_objects:

@@ -46,16 +46,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends import engine_for
 from ..catalog import Catalog
 from ..disclosure.db import commit_audited
-from ..engine import QueryBackend, RequestCheck
+from ..engine import QueryBackend, RequestCheck, engine_for
 from ..errors import IlsRedactError, QueryFailed, QueryRefused
+from ..gate import Gate, GateResult
 from ..rules import Rules
-from .gate import Gate, GateResult
 
 __all__ = ["FORMATS", "QueryBackend", "QueryFailed", "QueryOutcome", "QueryRefused",
-           "RequestCheck", "build_gate", "describe_sqlstate", "render", "request_gate",
+           "RequestCheck", "build_gate", "render", "request_gate",
            "run_gated", "run_query", "run_read_only", "session_gate"]
 
 FORMATS = ("table", "csv", "json")
@@ -298,13 +297,6 @@ def _log_refusal(conn: Any, backend: QueryBackend, request_id: int | None,
             conn.rollback()
         return None
     return seq
-
-
-def describe_sqlstate(sqlstate: str | None) -> str:
-    """PostgreSQL's fixed description of a database error, from its SQLSTATE only."""
-    from ..backends.postgresql import describe_sqlstate as describe
-
-    return describe(sqlstate)
 
 
 def run_read_only(conn: Any, sql_text: str, *, row_cap: int, timeout_ms: int

@@ -35,8 +35,7 @@ from dataclasses import asdict, dataclass, field
 from ..catalog import Catalog
 from ..errors import IlsRedactError
 from ..rules import Rules, for_catalog
-from . import all_reports
-from .model import Dim, Measure, Report
+from .model import Dim, Measure, Report, ReportSource
 from .solve import Page, Settings, build_page, summary, suppress
 
 ALL_TIME = dt.date.min  # stored as '-infinity' (PostgreSQL) / 1000-01-01 (MariaDB)
@@ -63,15 +62,16 @@ class Job:
 
 
 def prepare(rules: Rules, catalog: Catalog, installed: dict[str, tuple[int, str, bool]],
-            name: str, months: list[dt.date] | None) -> Job:
+            name: str, months: list[dt.date] | None, reports: ReportSource) -> Job:
     """Check a ``stats publish`` request against what is installed (``installed``: name ->
-    (k, time zone, monthly)) and the rules, the same way on every engine."""
+    (k, time zone, monthly)) and the rules' reports (``reports``, the statistics service's
+    :func:`~ils_redact.stats.all_reports`), the same way on every engine."""
     if name not in installed:
         raise IlsRedactError(f"no statistics report {name!r} is installed here")
     k, tz, timed = installed[name]
     rules = for_catalog(rules, catalog)
-    reports = all_reports(rules, catalog)
-    report = next((r for r in reports if r.name == name), None)
+    found = reports(rules, catalog)
+    report = next((r for r in found if r.name == name), None)
     if report is None:
         raise IlsRedactError(f"report {name} is installed but not in these rules",
                              hint="publish with the rules file it was installed with")
@@ -80,7 +80,7 @@ def prepare(rules: Rules, catalog: Catalog, installed: dict[str, tuple[int, str,
     if not timed and months:
         raise IlsRedactError(f"report {name} covers all time: it takes no months")
     return Job(report, settings_of(rules.statistics, k),
-               guarded_slots(r for r in reports if r.name in installed), tz, timed)
+               guarded_slots(r for r in found if r.name in installed), tz, timed)
 
 
 def next_month(d: dt.date) -> dt.date:

@@ -3,12 +3,24 @@
 A report is one or more *measures* (circulations; holds placed and holds filled), each
 counted per month and per one or two dimensions (rows, and optionally columns).  The
 release criterion is always distinct patrons (``Measure.patron``), never rows: ten loans
-of one person are one person.  Backend-neutral: SQL is written by :mod:`.pgsql`.
+of one person are one person.  Backend-neutral: the engines write the SQL
+(``backends/<engine>/stats.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
+    from ..rules import Rules
+
+#: functions of the PostgreSQL layer file in the reports' schema: a report may not take
+#: their names (on MariaDB every report procedure has a prefix)
+HELPERS = frozenset({"period_bounds", "first_bridge", "reachable", "suppress_page",
+                     "reports", "publications", "publication", "published"})
 
 #: what every report function returns, in this order
 RESULT_COLUMNS = ("period", "measure", "kind", "row_value", "col_value", "value",
@@ -133,3 +145,10 @@ class Report:
                     out.setdefault(d.lookup.relation, set()).update(
                         (d.lookup.key, d.lookup.label))
         return out
+
+
+#: the reports a rules file defines on a catalog: the adapter's standard reports whose
+#: relations exist there, then the rules' own (checked by the query gate).  The service
+#: (:func:`ils_redact.stats.all_reports`) is handed to the engines as this callable, so an
+#: engine installs the reports without importing the statistics service or the gate.
+ReportSource = Callable[["Rules", "Catalog"], "list[Report]"]

@@ -12,7 +12,7 @@ function's body, may use a parallel plan, as the owner's plain GROUP BY does):
    suppression (``sql/postgresql/0003_stats.sql``).
 
 Nothing else reads the ILS: the stats role cannot, and its owner holds column grants on
-exactly the columns the reports name (:meth:`.model.Report.columns_read`).
+exactly the columns the reports name (:meth:`ils_redact.sdc.model.Report.columns_read`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ import json
 
 from psycopg import sql
 
-from ..backends.postgresql.generated import PINS, Generated, definer_function
-from ..errors import IlsRedactError
-from .model import Dim, Measure, Report
+from ...errors import IlsRedactError
+from ...sdc.model import Dim, Measure, Report
+from .generated import PINS, Generated, definer_function
 
 SCHEMA = "ils_redact_stats"
-#: functions of the layer file in the same schema (a report may not take their names)
-HELPERS = frozenset({"period_bounds", "first_bridge", "reachable", "suppress_page",
-                     "reports", "publications", "publication", "published"})
 RETURNS = ("TABLE (period date, measure text, kind text, row_value text, col_value text, "
            "value bigint, suppressed boolean)")
 

@@ -1,4 +1,4 @@
-"""``stats publish`` on PostgreSQL (see :mod:`.publish`): one transaction per run.
+"""``stats publish`` on PostgreSQL (see :mod:`ils_redact.sdc.publish`): one transaction per run.
 
 The run takes the publication table's lock first (two administrators publishing at once
 would each miss the other's shared totals), counts as the statistics owner, solves, and
@@ -12,12 +12,11 @@ import datetime as dt
 import psycopg
 from psycopg import errors, sql
 
-from ..catalog import Catalog
-from ..errors import IlsRedactError, Refused
-from ..rules import Rules
-from .model import Report
-from .pgsql import SCHEMA, live_sql
-from .publish import (
+from ...catalog import Catalog
+from ...errors import IlsRedactError, Refused
+from ...rules import Rules
+from ...sdc.model import Report, ReportSource
+from ...sdc.publish import (
     MonthResult,
     next_month,
     prepare,
@@ -25,7 +24,8 @@ from .publish import (
     rows_to_write,
     solve_month,
 )
-from .solve import Settings
+from ...sdc.solve import Settings
+from .stats import SCHEMA, live_sql
 
 INFINITY = "-infinity"
 
@@ -43,10 +43,10 @@ def _installed(conn: psycopg.Connection) -> dict[str, tuple[int, str, bool]]:
 
 
 def publish(conn: psycopg.Connection, rules: Rules, catalog: Catalog, name: str,
-            months: list[dt.date] | None) -> list[MonthResult]:
+            months: list[dt.date] | None, *, reports: ReportSource) -> list[MonthResult]:
     """Publish ``months`` of report ``name`` (None: a report over all time).  Commits."""
     installed = _installed(conn)
-    job = prepare(rules, catalog, installed, name, months)
+    job = prepare(rules, catalog, installed, name, months, reports)
     report, settings, guarded, tz, timed = (job.report, job.settings, job.guarded,
                                             job.time_zone, job.timed)
     stats_owner = rules.roles(conn.info.dbname)["stats_owner"]

@@ -1,8 +1,0 @@
-"""The module ``backends.postgresql.verify.hazards`` under its old name (the same module object,
-for callers and tests that import this name)."""
-
-import sys
-
-from ..backends.postgresql.verify import hazards
-
-sys.modules[__name__] = hazards
