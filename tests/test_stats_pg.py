@@ -327,34 +327,6 @@ def _with_reports(yaml_reports: str):
     return edit
 
 
-def _line_of(path: Path, needle: str) -> int:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return next(i for i, line in enumerate(lines, start=1) if needle in line)
-
-
-@pytest.mark.parametrize("group_by, patron, code", [
-    ("[usr]", "usr", "R-PATRON-KEY-IN-GROUPING"),
-    ("[circ_lib, id]", "usr", "R-PATRON-KEY-IN-GROUPING"),
-    ("[circ_lib]", "circ_lib", "does not identify a patron"),
-])
-def test_custom_report_with_a_patron_key_is_refused_at_install(eg_db: EgDb, tmp_path: Path,
-                                                               group_by, patron, code) -> None:
-    rules = write_rules(tmp_path, eg_db.prefix, _with_reports(
-        "    - name: loans_per_person\n"
-        "      source: action.circulation\n"
-        f"      group_by: {group_by}\n"
-        f"      patron_column: {patron}\n"
-        "      time_column: xact_start\n"))
-    res = run_cli("--dsn", eg_db.dsn, "--rules", str(rules), "install")
-    assert res.returncode == 2, res.stderr
-    assert code in res.stderr
-    needle = "group_by:" if code.startswith("R-") else "patron_column:"
-    assert f"{rules}:{_line_of(rules, needle)}:" in res.stderr
-    assert eg_db.scalar("SELECT to_regnamespace('ils_redact') IS NULL")
-    assert eg_db.scalar("SELECT count(*) FROM pg_roles WHERE rolname LIKE %s",
-                        (eg_db.prefix + "%",)) == 0
-
-
 def test_custom_report_is_installed_suppressed_and_dropped(eg_db: EgDb, tmp_path: Path) -> None:
     rules = write_rules(tmp_path, eg_db.prefix, _with_reports(
         "    - name: checkins_by_library\n"

@@ -199,15 +199,21 @@ def grant_missing(ctx: InstallContext) -> list[Step]:
     """Privileges the rules give and the roles lack: granted, each group with its record.
     Where DDL is transactional the record follows the grant (both commit together);
     where each statement commits on its own the record comes first, so an interrupted
-    install never leaves a grant that uninstall would not know to revoke."""
+    install never leaves a grant that uninstall would not know to revoke.  A grant still
+    recorded (one an install made and someone revoked by hand) is granted again and keeps
+    its record."""
     privs = ctx.engine.privileges
     steps: list[Step] = []
     for group in privs.groups(ctx.facts["desired"] - ctx.facts["actual"]):
         first = group[0]
         grant = Step("grant", privs.target(first), privs.grant_sql(group),
                      privs.why(ctx, first))
+        new = [p for p in group if not ctx.state.record(p.key)]
+        if not new:
+            steps.append(grant)
+            continue
         record = Step("record", privs.target(first), privs.records_sql(
-            ctx, [("grant", p.key, p.to_json(), None) for p in group]))
+            ctx, [("grant", p.key, p.to_json(), None) for p in new]))
         steps.extend([grant, record] if ctx.engine.transactional_ddl else [record, grant])
     return steps
 

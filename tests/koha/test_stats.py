@@ -533,35 +533,6 @@ def _with_reports(yaml_reports: str, k: int = K):
     return edit
 
 
-def _line_of(path: Path, needle: str) -> int:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return next(i for i, line in enumerate(lines, start=1) if needle in line)
-
-
-@pytest.mark.parametrize("group_by, patron, code", [
-    ("[borrowernumber]", "borrowernumber", "R-PATRON-KEY-IN-GROUPING"),
-    ("[branchcode, issue_id]", "borrowernumber", "R-PATRON-KEY-IN-GROUPING"),
-    ("[branchcode]", "branchcode", "does not identify a patron"),
-])
-def test_custom_report_with_a_patron_key_is_refused_at_install(koha: KohaDb, tmp_path: Path,
-                                                               group_by, patron, code) -> None:
-    rules = write_koha_rules(tmp_path, koha.prefix, _with_reports(
-        "    - name: loans_per_person\n"
-        "      source: old_issues\n"
-        f"      group_by: {group_by}\n"
-        f"      patron_column: {patron}\n"
-        "      time_column: issuedate\n"))
-    res = run_cli("--dsn", koha.dsn, "--rules", str(rules), "install")
-    assert res.returncode == 2, res.stderr
-    assert code in res.stderr
-    needle = "group_by:" if code.startswith("R-") else "patron_column:"
-    assert f"{rules}:{_line_of(rules, needle)}:" in res.stderr
-    assert koha.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA "
-                       "WHERE SCHEMA_NAME = %s", (koha.layer,)) == 0
-    assert koha.scalar("SELECT COUNT(*) FROM mysql.user WHERE User LIKE %s",
-                       (koha.prefix.replace("_", "\\_") + "%",)) == 0
-
-
 def test_custom_report_is_installed_suppressed_and_dropped(koha: KohaDb,
                                                            tmp_path: Path) -> None:
     rules = write_koha_rules(tmp_path, koha.prefix, _with_reports(
