@@ -176,7 +176,9 @@ class Engine(ABC):
 
     @abstractmethod
     def connect(self, dsn: str, **kwargs: Any) -> Any:
-        """Open a connection (a context manager that closes it)."""
+        """Open a connection (a context manager that closes it).  PostgreSQL pins the
+        session's ``search_path`` to the built-in schema unless ``keep_search_path=True``
+        (the query gate's own sessions); MariaDB ignores it."""
 
     @abstractmethod
     def dsn_has_password(self, dsn: str) -> bool:
@@ -309,10 +311,6 @@ class Engine(ABC):
 
     @abstractmethod
     def replication_text(self, status: dict[str, Any]) -> list[str]: ...
-
-    def plan_digest(self, plan: Plan) -> str:
-        """sha256 of a plan's statements (``install --expect`` compares it)."""
-        return plan.digest()
 
     # -- the engine's parts for the services ---------------------------------------------
     @property

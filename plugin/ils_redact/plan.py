@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .catalog import Catalog
-from .errors import IlsRedactError
+from .errors import IlsRedactError, StateError
 from .rules import Rules, check_against_catalog, for_catalog, release_notes
 
 if TYPE_CHECKING:
@@ -125,6 +125,14 @@ class Plan:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2)
+
+    def require_reviewed(self, expect: str | None) -> None:
+        """``install --expect``: refuse (nothing applied) unless this plan's digest starts
+        with the prefix the reviewer noted."""
+        if expect and not self.digest().startswith(expect):
+            raise StateError(f"the plan is no longer the one reviewed (sha256 "
+                             f"{self.digest()[:16]}, expected {expect[:16]}); nothing "
+                             "was changed", hint="run `ils-redact plan` again and review it")
 
     def digest(self) -> str:
         """sha256 of the statements, each followed by a NUL: ``install --expect`` refuses

@@ -36,7 +36,7 @@ def gate_catalog(ctx: CliContext, catalog_path: str | None) -> Catalog:
     if catalog_path:
         return load_catalog(catalog_path)
     if ctx.dsn:
-        with ctx.connect() as conn:
+        with ctx.connect(keep_search_path=True) as conn:
             # what this login sees (MariaDB staff see no Koha table: what install recorded)
             return ctx.engine.session_catalog(conn)
     catalog = ctx.adapter.reference_catalog()
@@ -125,7 +125,7 @@ def _check_for_request(ctx: CliContext, profile: str, request_id: int,
         raise IlsRedactError("--search-path is for offline checks: with --request, names "
                              "resolve through your login's own search path, as `query` "
                              "resolves them")
-    with ctx.connect() as conn:
+    with ctx.connect(keep_search_path=True) as conn:
         catalog = session_catalog(ctx, conn, catalog_path)
         conn.commit()
         try:

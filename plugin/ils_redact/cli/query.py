@@ -72,7 +72,7 @@ def query_cmd(ctx: CliContext, profile: str, request_id: int | None, out_fmt: st
         raise IlsRedactError("no SQL given: pass it as an argument or on stdin")
     # a disclosure query appends to the audit log before and after it reads
     with ctx.connect(write="query --profile disclosure" if profile == "disclosure"
-                     else None) as conn:
+                     else None, keep_search_path=True) as conn:
         catalog = session_catalog(ctx, conn, catalog_path)
         conn.commit()
         try:

@@ -10,7 +10,7 @@ for how an install that cannot be one transaction is still safe to interrupt.
 Public API (the same names as the PostgreSQL backend, used by the CLI and tests):
 ``connect``, ``read_catalog``, ``recorded_catalog`` (the catalog install recorded, for
 the query gate of staff logins), ``compute_install_plan``, ``offline_install_plan``,
-``install``, ``compute_uninstall_plan``, ``uninstall``, ``status``, ``plan_digest``.
+``install``, ``compute_uninstall_plan``, ``uninstall``, ``status``.
 """
 
 from . import procedures, staff
@@ -19,7 +19,6 @@ from .apply import (
     compute_uninstall_plan,
     install,
     offline_install_plan,
-    plan_digest,
     status,
     uninstall,
 )
@@ -38,7 +37,6 @@ __all__ = [
     "install",
     "layer_database",
     "offline_install_plan",
-    "plan_digest",
     "procedures",
     "read_catalog",
     "read_only_reason",

@@ -53,12 +53,6 @@ from .uninstall import blockers, plan_uninstall, recorded_names
 log = logging.getLogger("ils_redact.sql")
 
 
-def plan_digest(plan: Plan) -> str:
-    """sha256 of the statements: ``install --expect`` refuses a plan other than the one
-    reviewed."""
-    return plan.digest()
-
-
 def _role_names(rules: Rules, database: str) -> tuple[list[str], str]:
     roles = rules.roles(database)
     return [roles[k] for k in ROLE_KINDS], roles["owner"]
@@ -201,10 +195,7 @@ def install(conn: Connection, rules: Rules, *, reports: ReportSource,
     get_lock(conn, database, timeout)
     try:
         plan = compute_install_plan(conn, rules, lock_timeout, reports=reports)
-        if expect and not plan_digest(plan).startswith(expect):
-            raise StateError(f"the plan is no longer the one reviewed (sha256 "
-                             f"{plan_digest(plan)[:16]}, expected {expect[:16]}); nothing "
-                             "was changed", hint="run `ils-redact plan` again and review it")
+        plan.require_reviewed(expect)
         _execute(conn, plan, layer_database(database))
         if plan.empty:
             record_noop_install(conn, rules, layer_database(database))

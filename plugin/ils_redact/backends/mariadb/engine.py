@@ -35,6 +35,7 @@ class MariaDBEngine(Engine):
 
     def connect(self, dsn: str, **kwargs: Any) -> connection.Connection:
         kwargs.pop("application_name", None)  # MariaDB has no such session attribute
+        kwargs.pop("keep_search_path", None)  # nor a search path (see the PostgreSQL engine)
         return connection.connect(dsn, **kwargs)
 
     def connect_as(self, dsn: str, login: str, password: str,

@@ -2,7 +2,7 @@
 
 Public API (mirrored by the CLI, usable from Python and tests):
 ``connect``, ``read_catalog``, ``compute_install_plan``, ``offline_install_plan``,
-``install``, ``compute_uninstall_plan``, ``uninstall``, ``status``, ``plan_digest``.
+``install``, ``compute_uninstall_plan``, ``uninstall``, ``status``.
 """
 
 from .apply import (
@@ -10,7 +10,6 @@ from .apply import (
     compute_uninstall_plan,
     install,
     offline_install_plan,
-    plan_digest,
     status,
     uninstall,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "describe_sqlstate",
     "install",
     "offline_install_plan",
-    "plan_digest",
     "read_catalog",
     "read_only_reason",
     "replication_status",

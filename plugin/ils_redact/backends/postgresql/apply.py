@@ -41,12 +41,6 @@ from .uninstall import blockers, plan_uninstall
 log = logging.getLogger("ils_redact.sql")
 
 
-def plan_digest(plan: Plan) -> str:
-    """sha256 of the statements: `install --expect` refuses a plan other than the one
-    reviewed."""
-    return plan.digest()
-
-
 #: the installed layer's lock: its version row, which only its owner role may update
 LAYER_LOCK = "SELECT FROM ils_redact.meta WHERE key = 'layer_version' FOR UPDATE"
 
@@ -144,10 +138,7 @@ def install(conn: psycopg.Connection, rules: Rules, *, reports: ReportSource,
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(lock_timeout)))
         serialise(conn, rules, "install")
         plan = compute_install_plan(conn, rules, lock_timeout, reports=reports)
-        if expect and not plan_digest(plan).startswith(expect):
-            raise StateError(f"the plan is no longer the one reviewed (sha256 "
-                             f"{plan_digest(plan)[:16]}, expected {expect[:16]}); nothing "
-                             "was changed", hint="run `ils-redact plan` again and review it")
+        plan.require_reviewed(expect)
         _execute(conn, plan)
         if plan.empty:
             record_noop_install(conn, rules)

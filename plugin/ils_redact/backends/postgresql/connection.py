@@ -29,9 +29,36 @@ def describe_dsn(dsn: str) -> str:
     return f"{who}{where}/{d.get('dbname', '')}"
 
 
+#: what every session of ils-redact resolves names with: the built-in schema only (and
+#: the session's temporary schema last, for relations; PostgreSQL never looks for
+#: functions or operators there).  A function that the ILS owner, or anyone allowed to
+#: create in ``public``, names like a built-in but types more exactly
+#: (``public.unnest(smallint[])`` beats ``pg_catalog.unnest(anyarray)``) would otherwise
+#: run inside the superuser's session at the next catalog read (the fourth review)
+PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
+
+
+def pinned_options(dsn: str, options: str | None) -> str:
+    """The connection's ``options`` with ``search_path`` pinned last (a later ``-c``
+    wins): the DSN's own options and the caller's are kept."""
+    try:
+        from_dsn = conninfo_to_dict(dsn).get("options") or ""
+    except psycopg.ProgrammingError:
+        from_dsn = ""  # psycopg.connect says why
+    pin = "-c search_path=" + PINNED_SEARCH_PATH.replace(" ", "\\ ")
+    return " ".join(x for x in (str(from_dsn), options or "", pin) if x)
+
+
 def connect(dsn: str, *, debug: bool = False, autocommit: bool = False,
-            **kwargs: Any) -> psycopg.Connection:
-    """Open a connection; failures become one clean line (exit 2)."""
+            keep_search_path: bool = False, **kwargs: Any) -> psycopg.Connection:
+    """Open a connection; failures become one clean line (exit 2).
+
+    The session's ``search_path`` is pinned to :data:`PINNED_SEARCH_PATH` unless
+    ``keep_search_path`` (the query gate's sessions, which resolve a staff member's
+    unqualified names as the server would for that login, and run only SQL the gate
+    wrote, under ``SET LOCAL search_path = pg_catalog``)."""
+    if not keep_search_path:
+        kwargs["options"] = pinned_options(dsn, kwargs.get("options"))
     try:
         conn = psycopg.connect(dsn, autocommit=autocommit, **kwargs)
     except psycopg.ProgrammingError as exc:

@@ -27,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from ...errors import StateError
 from ...plan import Plan, Step
-from .connection import require_superuser
+from .connection import pinned_options, require_superuser
 from .planner import OWNER_PREDEFINED
 from .state import MARKER, parse_marker
 
@@ -153,7 +153,8 @@ def layer_installed_in(conn: psycopg.Connection, database: str) -> bool:
     dsn = make_conninfo(conn.info.dsn, dbname=database,
                         **({"password": password} if password else {}))
     try:
-        with psycopg.connect(dsn, autocommit=True) as other:
+        with psycopg.connect(dsn, autocommit=True,
+                             options=pinned_options(dsn, None)) as other:
             row = other.execute(q).fetchone()
             return bool(row and row[0])
     except psycopg.OperationalError as exc:

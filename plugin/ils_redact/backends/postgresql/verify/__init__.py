@@ -4,8 +4,11 @@ Four parts, each a list of checks: catalog proof (``catalog_proof``: effective
 privileges of each restricted role through PUBLIC and the whole membership graph,
 against the allow-list, ``expect``); empirical proof (``empirical``: as each role, read
 every relation and call the functions that run with someone else's rights); hazards
-(``hazards``); drift (``drift``).  Everything runs in one read-only transaction that is
-rolled back; it needs a superuser (it must ``SET ROLE`` to each restricted role).
+(``hazards``); drift (``drift``).  Everything runs in one REPEATABLE READ transaction that
+is rolled back, whatever happens; it needs a superuser (it creates, in that transaction,
+the temporary SECURITY DEFINER functions the empirical probes run in, owned by each
+restricted role).  Not READ ONLY: PostgreSQL refuses CREATE FUNCTION there, even in
+``pg_temp``; nothing else verify sends writes.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def verify(conn: psycopg.Connection, rules: Rules, *, reports: ReportSource,
     timings: dict[str, float] = {}
     try:
         with conn.transaction(force_rollback=True):
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             conn.execute("SET LOCAL lock_timeout = '10s'")
             require_superuser(conn, "verify")
             t = time.perf_counter()

@@ -1,8 +1,8 @@
 """Empirical proof: as each restricted role, read every relation and call the functions.
 
-The catalog says what should happen; here the executor decides.  In verify's read-only
-transaction (rolled back), one ``DO`` block switches to each restricted role, and to each
-role it can act as, with ``SET LOCAL ROLE`` and, per relation:
+The catalog says what should happen; here the executor decides.  In verify's transaction
+(rolled back), a SECURITY DEFINER function in ``pg_temp`` owned by each restricted role,
+and by each role it can act as, reads as that role, per relation:
 
 1. ``SELECT FROM rel WHERE false``: PostgreSQL allows a query that names no column only if
    the role may read at least one column, so a refusal proves every column closed;
@@ -20,8 +20,11 @@ functions, functions with pseudo-type arguments and zero-argument immutable func
 judged by ``has_function_privilege`` instead.  Invoker functions are not probed: they run
 with the caller's rights, which the relation probes already prove.
 
-Each probe sits in its own exception block, so the whole database is one round trip; the
-probe list goes in, and the outcomes come out, through transaction-local settings.
+Each probe sits in its own exception block, so each role is one round trip.  Not ``SET
+ROLE`` in the superuser's session: code the probes make run (an IMMUTABLE function of a
+view, which the planner folds; a row policy) could ``RESET ROLE`` there and run as the
+superuser (the fourth review); inside a SECURITY DEFINER function PostgreSQL refuses to
+change the role.  A role that is a superuser is not probed.
 One check per role and relation (``empirical/<kind>/<relation>``) and one per role for
 the functions (``empirical/<kind>/functions``).
 """
@@ -45,15 +48,13 @@ from .graph import chain
 from .sqltext import ident, roles, stmt
 from .sqltext import role as role_sql
 
-IN_KEY = "ils_redact_verify.probes"
-OUT_KEY = "ils_redact_verify.outcome"
-
-PROBE_BLOCK = r"""
-DO $verify$
+PROBE_FUNCTION = r"""
+CREATE FUNCTION pg_temp.ils_redact_verify_probe(cfg jsonb, who jsonb) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $verify$
 DECLARE
-    cfg       jsonb := current_setting('ils_redact_verify.probes')::jsonb;
     exhaustive boolean := (cfg ->> 'exhaustive')::boolean;
-    who       jsonb;
     rel       record;
     fn        record;
     col       text;
@@ -70,10 +71,7 @@ DECLARE
     rel_vals  jsonb[];
     fn_keys   text[];
     fn_vals   jsonb[];
-    result    jsonb := '{}';
 BEGIN
-    FOR who IN SELECT * FROM jsonb_array_elements(cfg -> 'roles') LOOP
-        EXECUTE format('SET LOCAL ROLE %I', who ->> 'role');
         rel_keys := '{}';
         rel_vals := '{}';
         fn_keys := '{}';
@@ -189,15 +187,12 @@ BEGIN
             fn_keys := fn_keys || fn.oid::text;
             fn_vals := fn_vals || jsonb_build_object('ok', ok, 'how', how, 'error', err);
         END LOOP;
-        EXECUTE 'RESET ROLE';
-        result := result || jsonb_build_object(who ->> 'role', jsonb_build_object(
+        RETURN jsonb_build_object(
             'probed', probed,
             'relations', (SELECT coalesce(jsonb_object_agg(k, v), '{}')
                           FROM unnest(rel_keys, rel_vals) u(k, v)),
             'functions', (SELECT coalesce(jsonb_object_agg(k, v), '{}')
-                          FROM unnest(fn_keys, fn_vals) u(k, v))));
-    END LOOP;
-    PERFORM set_config('ils_redact_verify.outcome', result::text, true);
+                          FROM unnest(fn_keys, fn_vals) u(k, v)));
 END
 $verify$
 """
@@ -219,25 +214,39 @@ def probe(ctx: VerifyContext, roles: list[str], scoped: dict[str, dict[str, str]
           relations: dict[int, str], functions: dict[int, str]) -> dict[str, Outcome]:
     """Run the probes as each role; relation and function oids -> names for the results."""
     by_name = {v: k for k, v in relations.items()}
+    whos: list[dict[str, Any]] = [
+        {"role": r, "scoped": {str(by_name[rel]): key for rel, key in scoped.get(r, {}).items()
+                               if rel in by_name}} for r in roles]
     cfg = {
         "exhaustive": ctx.exhaustive,
         "relations": [str(o) for o in relations],
         "functions": [str(o) for o in functions],
-        "roles": [{"role": r, "scoped": {str(by_name[rel]): key
-                                         for rel, key in scoped.get(r, {}).items()
-                                         if rel in by_name}} for r in roles],
     }
     conn = ctx.conn
-    conn.execute("SELECT set_config(%s, %s, true)", (IN_KEY, json.dumps(cfg)))
+    superusers = {r for (r,) in conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolsuper AND rolname = ANY (%s)",
+        (roles,)).fetchall()}
+    raw: dict[str, Any] = {}
     try:
-        with conn.transaction():  # a savepoint: a failure names the probe block, not us
-            conn.execute(PROBE_BLOCK)  # a constant, no params
+        with conn.transaction():  # a savepoint: a failure names the probes, not us
+            for who in whos:
+                role = who["role"]
+                if role in superusers:  # catalog/<kind> reports reaching it; nothing to read
+                    continue
+                # the probes run inside a SECURITY DEFINER function that the role owns:
+                # there PostgreSQL refuses SET ROLE, so code the probes make run (a view's
+                # function the planner folds, a row policy) stays that role
+                conn.execute(PROBE_FUNCTION)  # a constant, no params
+                conn.execute(sql.SQL("ALTER FUNCTION pg_temp.ils_redact_verify_probe"
+                                     "(jsonb, jsonb) OWNER TO {}").format(sql.Identifier(role)))
+                row = conn.execute(
+                    "SELECT pg_temp.ils_redact_verify_probe(%s::jsonb, %s::jsonb)",
+                    (json.dumps(cfg), json.dumps(who))).fetchone()
+                conn.execute("DROP FUNCTION pg_temp.ils_redact_verify_probe(jsonb, jsonb)")
+                raw[role] = row[0] if row else {}
     except psycopg.Error as exc:
         raise StateError(f"verify: the probes failed: {exc.diag.message_primary or exc}",
                          hint="nothing was changed; run again with --debug") from None
-    row = conn.execute(sql.SQL("SELECT current_setting({})").format(sql.Literal(OUT_KEY))
-                       ).fetchone()
-    raw: dict[str, Any] = json.loads(row[0]) if row and row[0] else {}
     out: dict[str, Outcome] = {}
     for role, data in raw.items():
         o = Outcome(probed=int(data["probed"]))
@@ -252,6 +261,9 @@ def probe(ctx: VerifyContext, roles: list[str], scoped: dict[str, dict[str, str]
         for oid, f in data["functions"].items():
             o.functions[functions[int(oid)]] = (bool(f["ok"]), f["how"], f.get("error"))
         out[role] = o
+    for role in superusers:
+        out[role] = Outcome(errors={"(every relation)": "not probed: a superuser role, "
+                                    "which reads everything (catalog/<kind> names the path)"})
     return out
 
 
