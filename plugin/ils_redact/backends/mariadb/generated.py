@@ -243,12 +243,20 @@ def patron_unknown(rules: Rules, catalog: Catalog, layer: str) -> Generated:
     create = (
         f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'patron_unknown')}"
         "(IN p_ids LONGTEXT, OUT p_unknown LONGTEXT)\n"
-        "    READS SQL DATA SQL SECURITY DEFINER\n"
-        "    COMMENT 'ils-redact: ids in p_ids that are not patrons (internal)'\n"
+        "    MODIFIES SQL DATA SQL SECURITY DEFINER\n"
+        "    COMMENT 'ils-redact: ids in p_ids that are not patrons (internal; traced)'\n"
         "BEGIN\n"
+        "    DECLARE v_me VARCHAR(400);\n"
+        "    DECLARE v_gcl BIGINT UNSIGNED DEFAULT @@SESSION.group_concat_max_len;\n"
+        f"    CALL {qname(layer, 'caller_required')}(v_me);\n"
+        "    -- which ids are patrons is what a lookup says: traced and bounded as one\n"
+        f"    CALL {qname(layer, 'lookup_trace')}(v_me, {qname(layer, 'clock_utc')}(), p_ids,\n"
+        "                                        JSON_OBJECT('via', 'request'));\n"
+        "    SET SESSION group_concat_max_len = 1073741824;\n"
         "    SELECT JSON_ARRAYAGG(j.p) INTO p_unknown\n"
         "    FROM JSON_TABLE(p_ids, '$[*]' COLUMNS (p BIGINT PATH '$')) j\n"
         f"    WHERE NOT EXISTS (SELECT 1 FROM {qname(db, table)} u WHERE u.{ident(p.key)} = j.p);\n"
+        "    SET SESSION group_concat_max_len = v_gcl;\n"
         "END")
     return Generated("PROCEDURE", "patron_unknown", "owner", create,
                      "checks that the patrons a request names exist")
@@ -267,7 +275,6 @@ def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
     active = f", 'active', c.{ident(b.active_column)}" if b.active_column else ""
     key = ident(p.key)
     ptab, btab = qname(pdb, ptable), qname(bdb, btable)
-    trace = qname(layer, "trace")
     ids = "JSON_TABLE(COALESCE(p_ids, '[]'), '$[*]' COLUMNS (x BIGINT PATH '$')) j"
     codes = ("JSON_TABLE(COALESCE(p_barcodes, '[]'), '$[*]'\n"
              "                    COLUMNS (bc VARCHAR(255) PATH '$')) j")
@@ -287,7 +294,8 @@ def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
     DECLARE v_max BIGINT DEFAULT {qname(layer, 'setting_int')}('max_patrons');
     DECLARE v_named INT;
     DECLARE v_found LONGTEXT;
-    DECLARE v_open INT;
+    DECLARE v_count INT;
+    DECLARE v_gcl BIGINT UNSIGNED DEFAULT @@SESSION.group_concat_max_len;
     DECLARE v_seq BIGINT;
     DECLARE v_msg VARCHAR(500);
     CALL {qname(layer, 'caller_required')}(v_me);
@@ -302,37 +310,19 @@ def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
                            ' (rules: disclosure.max_patrons); ', v_named, ' named');
         SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_msg;
     END IF;
-    SELECT JSON_ARRAYAGG(f.p) INTO v_found
+    -- the list is built with the caller's group_concat_max_len raised (a session may set
+    -- it to 4: the trace would name two patrons of ten), and its length checked
+    SET SESSION group_concat_max_len = 1073741824;
+    SELECT JSON_ARRAYAGG(f.p), COUNT(*) INTO v_found, v_count
     FROM ({found}) f;
-    -- patrons this account looked up in the last hour that no request of its own names
-    -- which another login has approved: a draft (which costs nothing) excuses no lookup
-    SELECT COUNT(DISTINCT y.p) INTO v_open
-    FROM (SELECT j.p FROM {trace} t,
-                 JSON_TABLE(t.patrons, '$[*]' COLUMNS (p BIGINT PATH '$')) j
-          WHERE t.account = v_me AND t.action = 'lookup'
-            AND t.at > v_now - INTERVAL {LOOKUP_WINDOW_HOURS} HOUR
-          UNION
-          SELECT j.p FROM JSON_TABLE(COALESCE(v_found, '[]'), '$[*]'
-                                     COLUMNS (p BIGINT PATH '$')) j) y
-    WHERE NOT EXISTS (
-        SELECT 1 FROM {qname(layer, 'request')} r
-        JOIN {qname(layer, 'request_patron')} rp ON rp.request_id = r.id
-        WHERE r.created_by = v_me AND r.created_at > v_now - INTERVAL {LOOKUP_WINDOW_HOURS} HOUR
-          AND r.approved_by IS NOT NULL AND r.approved_by <> v_me
-          AND rp.patron_id = y.p);
-    IF v_open > v_max THEN
-        INSERT INTO {trace} (at, account, action, request_id, patrons, detail, conn)
-        VALUES (v_now, v_me, 'lookup.refused', NULL, COALESCE(v_found, '[]'),
-                JSON_OBJECT('named', v_named, 'open', v_open), CONNECTION_ID());
-        SET v_msg = CONCAT('lookup refused: ', v_open, ' patrons looked up in the last ',
-                           '{LOOKUP_WINDOW_HOURS} hour by ', v_me,
-                           ' are named by no approved request of theirs; at most ', v_max,
-                           ' (rules: disclosure.max_patrons)');
-        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_msg;
+    SET SESSION group_concat_max_len = v_gcl;
+    IF COALESCE(JSON_LENGTH(v_found), 0) <> v_count THEN
+        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'the patrons found could not be listed whole';
     END IF;
-    INSERT INTO {trace} (at, account, action, request_id, patrons, detail, conn)
-    VALUES (v_now, v_me, 'lookup', NULL, COALESCE(v_found, '[]'),
-            JSON_OBJECT('named', v_named), CONNECTION_ID());
+    -- bounded per account and hour, and traced (layer 8's lookup_trace): a trace row,
+    -- which a ROLLBACK leaves, before any row is returned
+    CALL {qname(layer, 'lookup_trace')}(v_me, v_now, COALESCE(v_found, '[]'),
+                                        JSON_OBJECT('named', v_named));
     -- and an audit entry, as on PostgreSQL (the trace row above is what survives a
     -- ROLLBACK of the caller's transaction; verify reconciles the two)
     CALL {qname(layer, 'audit_append')}('patron.lookup', NULL,

@@ -1,0 +1,98 @@
+"""The MariaDB layer against the fourth review (atk4koha), played as the logins that found
+each break, on a real server.
+
+* B1: ``SET SESSION group_concat_max_len = 4`` cut patron_lookup's list of resolved
+  patrons to ``[5,60]``: ten patrons returned per call, two traced and audited, and the
+  hourly bound never grew (an administrator read 202 patrons in 25 calls);
+  export_check's list of a request's patrons could be cut the same way;
+* B3: request_create inside a transaction the caller rolls back answered whether an id
+  is a patron and whether a card is that patron's, and left no trace.
+"""
+
+# ruff: noqa: S608 - test SQL: names quoted with sqltext.ident
+
+from __future__ import annotations
+
+import json
+
+import pymysql
+import pytest
+
+from support.koha import KohaDb
+from support.koha_workflow import Staff
+
+
+def _lookup(c, layer: str, ids: list[int]) -> list[tuple]:
+    return c.rows(f"CALL `{layer}`.patron_lookup(%s, NULL)", (json.dumps(ids),))
+
+
+def test_a_short_group_concat_limit_neither_hides_lookups_nor_lifts_the_bound(
+        installed_module: KohaDb) -> None:
+    db = installed_module
+    carl = db.login("r4carl", "admin")
+    with db.connect(carl, autocommit=False) as c:
+        c.execute("SET SESSION group_concat_max_len = 4")
+        first = _lookup(c, db.layer, [5, 60, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007])
+        c.commit()
+        assert len(first) == 10
+        # the limit the caller chose is its own again after the call
+        assert c.execute("SELECT @@SESSION.group_concat_max_len").fetchone()[0] == 4
+        # the next ten new patrons pass max_patrons (10) in the hour: refused
+        with pytest.raises(pymysql.err.MySQLError, match="lookup refused"):
+            _lookup(c, db.layer, [5, 60] + list(range(1008, 1016)))
+        c.rollback()
+    traced = db.rows(f"SELECT action, patrons FROM `{db.layer}`.trace WHERE account LIKE %s "
+                     "ORDER BY seq", (carl + "@%",))
+    assert [a for a, _ in traced] == ["lookup", "lookup.refused"]
+    assert sorted(json.loads(traced[0][1])) == [5, 60, 1000, 1001, 1002, 1003, 1004, 1005,
+                                                1006, 1007]
+    logged = db.rows(f"SELECT detail FROM `{db.layer}`.audit_log WHERE action = "
+                     "'patron.lookup' AND actor LIKE %s", (carl + "@%",))
+    assert [len(json.loads(d)["patrons"]) for (d,) in logged] == [10]
+
+
+def test_a_short_group_concat_limit_cannot_change_whom_an_export_names(
+        installed_module: KohaDb) -> None:
+    """[300,301] cut to [300,3] would name patron 3, whom the request does not name."""
+    db = installed_module
+    staff = Staff(db, alice=db.login("r4ann", "admin"), bob=db.login("r4ben", "admin"),
+                  dora="", erin="")
+    eve = db.login("r4eve", "disclosure")
+    rid = staff.request(staff.alice, [300, 301], grantee=eve, approve_as=staff.bob)
+    for limit in (4, 5, 6, 7, 8):
+        with db.connect(eve, autocommit=False) as c:
+            c.execute(f"SET SESSION group_concat_max_len = {limit}")
+            rows = c.rows(f"CALL `{db.layer}`.export(%s, 'csv')", (rid,))
+            c.commit()
+        document = rows[0][1]
+        assert document is not None, rows
+        patrons = {int(line.split(",")[0]) for line in document.splitlines()[1:]}
+        assert patrons == {300, 301}, (limit, document)
+
+
+def test_request_checks_inside_a_rolled_back_transaction_are_traced_and_bounded(
+        installed_module: KohaDb) -> None:
+    db = installed_module
+    dan = db.login("r4dan", "admin")
+    call = (f"CALL `{db.layer}`.request_create('emergency', 'x', 'x', '1', '1', 'r', NULL, "
+            "NULL, NULL, %s, %s, '[\"borrowers.surname\"]', UTC_TIMESTAMP(6) + INTERVAL 1 "
+            "HOUR, NULL)")
+    card = db.scalar(f"SELECT cardnumber FROM `{db.name}`.borrowers WHERE borrowernumber = 101")
+    answers = []
+    with db.connect(dan, autocommit=False) as c:
+        for n in range(100, 112):  # "is this card patron n's?", eleven new patrons
+            c.execute("START TRANSACTION")
+            try:
+                c.rows(call, (json.dumps([n]), json.dumps([card])))
+                answers.append((n, "yes"))
+            except pymysql.err.MySQLError as exc:
+                answers.append((n, str(exc.args[1])[:40]))
+            c.rollback()
+    # the first ten probes answered; the eleventh patron is past the hourly bound
+    assert answers[1] == (101, "yes")
+    assert "lookup refused" in answers[-1][1], answers
+    traced = db.rows(f"SELECT action, patrons FROM `{db.layer}`.trace WHERE account LIKE %s "
+                     "ORDER BY seq", (dan + "@%",))
+    assert [a for a, _ in traced] == ["lookup"] * 10 + ["lookup.refused"] * 2, traced
+    assert db.scalar(f"SELECT COUNT(*) FROM `{db.layer}`.request WHERE created_by LIKE %s",
+                     (dan + "@%",)) == 0
