@@ -251,6 +251,10 @@ def test_court_order_discloses_only_the_named_columns(desk: Desk, tmp_path: Path
         "actor.usr_address").columns]
     assert header == ["patron_id", "relation", "actor.usr.first_given_name",
                       "actor.usr.family_name", *addr]
+    # no row of a table whose fields the order does not name (actor.card): an empty row
+    # per card would tell how many cards the patron has (the fourth review)
+    relations = {row[1] for row in csv.reader(io.StringIO(out.read_text()))}
+    assert relations == {"relation", "actor.usr", "actor.usr_address"}, relations
 
 
 def test_columns_outside_the_allow_list_are_refused(desk: Desk) -> None:

@@ -150,3 +150,19 @@ def test_an_export_late_in_a_long_statement_is_refused_after_expiry(eg_db: EgDb)
     assert row is not None and row[0] is None, row
     assert row[1]["refused"] == "request has expired"
     assert "Metro" not in str(row)
+
+
+def test_a_court_order_for_one_field_tells_nothing_of_other_tables(eg_db: EgDb) -> None:
+    """An order naming actor.usr.family_name exported one row per card and per address
+    of the patron too (empty): how many cards and addresses the patron has."""
+    with eg_db.connect(autocommit=False) as conn:
+        pg.install(conn, eg_db.rules, reports=all_reports)
+    staff = Staff(eg_db)
+    rid = staff.request(staff.exporter, columns="actor.usr.family_name", patrons=(10,))
+    with staff.connect(staff.exporter) as conn:
+        document, manifest = conn.execute(
+            "SELECT document, manifest FROM ils_redact.export(%s, 'csv')", (rid,)).fetchone()
+    lines = document.splitlines()
+    assert lines[0] == 'patron_id,relation,"actor.usr.family_name"'
+    assert [line.split(",")[:2] for line in lines[1:]] == [["10", '"actor.usr"']], document
+    assert manifest["rows"] == 1

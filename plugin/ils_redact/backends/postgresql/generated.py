@@ -236,13 +236,18 @@ def _branches(rules: Rules, catalog: Catalog, shape: str) -> sql.Composable:
             vals = sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
                 sql.SQL("{}, t.{}").format(sql.Literal(f"{t.relation}.{c}"), sql.Identifier(c))
                 for c in t.columns))
+        # a table none of whose fields the request names gives no rows: an empty row per
+        # card or address would still tell how many the patron has (the fourth review)
+        prefix = f"{t.relation}."
         branches.append(sql.SQL(
             "SELECT t.{key}::bigint AS patron_id, {ord} AS rel_order, {relname}::text AS relation,"
             " t.{pk}::text AS row_key, {vals} AS vals"
-            " FROM {rel} t WHERE t.{key} = ANY (v.patrons)").format(
+            " FROM {rel} t WHERE t.{key} = ANY (v.patrons)"
+            " AND EXISTS (SELECT 1 FROM unnest(v.columns) AS rc(c)"
+            " WHERE left(rc.c, {n}) = {prefix})").format(
             key=sql.Identifier(t.patron_key), ord=sql.Literal(order),
             relname=sql.Literal(t.relation), pk=sql.Identifier(pk), vals=vals,
-            rel=_rel(t.relation)))
+            rel=_rel(t.relation), n=sql.Literal(len(prefix)), prefix=sql.Literal(prefix)))
     return sql.SQL("\n                  UNION ALL ").join(branches)
 
 
