@@ -96,3 +96,39 @@ def test_request_checks_inside_a_rolled_back_transaction_are_traced_and_bounded(
     assert [a for a, _ in traced] == ["lookup"] * 10 + ["lookup.refused"] * 2, traced
     assert db.scalar(f"SELECT COUNT(*) FROM `{db.layer}`.request WHERE created_by LIKE %s",
                      (dan + "@%",)) == 0
+
+
+def test_exports_and_lookups_refuse_a_view_in_place_of_borrowers(koha: KohaDb) -> None:
+    """B4: the Koha account renamed borrowers and put a DEFINER view in its place, whose
+    function logged every row an export read (who asked about which patron, and when)."""
+    from test_planted import app_account
+
+    db = koha
+    db.install()
+    staff = Staff(db, alice=db.login("r4amy", "admin"), bob=db.login("r4bea", "admin"),
+                  dora="", erin="")
+    eve = db.login("r4eva", "disclosure")
+    rid = staff.request(staff.alice, [42], grantee=eve, approve_as=staff.bob)
+    app = app_account(db)
+    with db.connect(app) as c:
+        for stmt in (
+                "CREATE TABLE zz_spied (who VARCHAR(200), patron BIGINT) ENGINE=MyISAM",
+                "CREATE FUNCTION zz_spy(p BIGINT) RETURNS INT DETERMINISTIC MODIFIES SQL DATA "
+                "SQL SECURITY DEFINER BEGIN INSERT INTO zz_spied VALUES (USER(), p); "
+                "RETURN 1; END",
+                "RENAME TABLE borrowers TO zz_borrowers_real",
+                "CREATE SQL SECURITY DEFINER VIEW borrowers AS SELECT b.* FROM "
+                "zz_borrowers_real b WHERE zz_spy(b.borrowernumber) = 1"):
+            c.execute(stmt)
+    with db.connect(eve, autocommit=False) as c:
+        rows = c.rows(f"CALL `{db.layer}`.export(%s, 'csv')", (rid,))
+        c.commit()
+    assert rows[0][1] is None and "not a base table" in str(rows[0][2]), rows
+    with db.connect(staff.alice, autocommit=False) as c:
+        with pytest.raises(pymysql.err.MySQLError, match="not a base table"):
+            _lookup(c, db.layer, [42])
+        c.rollback()
+    assert db.scalar(f"SELECT COUNT(*) FROM `{db.name}`.zz_spied") == 0
+    with db.connect(app) as c:  # put Koha back for the fixture's clean-up
+        c.execute("DROP VIEW borrowers")
+        c.execute("RENAME TABLE zz_borrowers_real TO borrowers")

@@ -299,6 +299,9 @@ def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
     DECLARE v_seq BIGINT;
     DECLARE v_msg VARCHAR(500);
     CALL {qname(layer, 'caller_required')}(v_me);
+    IF NOT ({base_tables_sql(rules, catalog)}) THEN
+        SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = {string(NOT_BASE_TABLE)};
+    END IF;
     IF (p_ids IS NOT NULL AND (NOT JSON_VALID(p_ids) OR JSON_TYPE(p_ids) <> 'ARRAY'))
        OR (p_barcodes IS NOT NULL
            AND (NOT JSON_VALID(p_barcodes) OR JSON_TYPE(p_barcodes) <> 'ARRAY')) THEN
@@ -342,6 +345,25 @@ END""")
     return Generated("PROCEDURE", "patron_lookup", "owner", create,
                      "resolves the patrons a request names, for the staff member to confirm "
                      "(bounded and traced)")
+
+
+#: why an export or a lookup is refused when a Koha table it reads is not a base table
+NOT_BASE_TABLE = ("a Koha table that patrons are read from is not a base table (a view put "
+                  "in its place?): refused; ils-redact verify names it")
+
+
+def base_tables_sql(rules: Rules, catalog: Catalog) -> str:
+    """True when every Koha table the layer reads patrons from is still a base table.  The
+    Koha account may rename ``borrowers`` and put a view in its place, whose functions
+    would see every export as it runs (the fourth review); each table is one lookup by
+    schema and name (information_schema opens only that table's definition)."""
+    tables = sorted({koha_table(rules, catalog, r) for r in
+                     [*(t.relation for t in rules.identity), rules.patron.relation,
+                      rules.patron.barcode.relation]})
+    return " AND ".join(
+        "COALESCE((SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+        f"{string(db)} AND TABLE_NAME = {string(table)}), '') = 'BASE TABLE'"
+        for db, table in tables)
 
 
 def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
@@ -418,6 +440,9 @@ def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
         ) x ORDER BY x.patron_id, x.rel_order, CHAR_LENGTH(x.row_key), x.row_key;
     DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
     CALL {qname(layer, 'export_check')}(p_request, v_ok, v_reason, v_basis, v_columns, v_patrons);
+    IF v_ok AND NOT ({base_tables_sql(rules, catalog)}) THEN
+        SET v_ok = FALSE, v_reason = {string(NOT_BASE_TABLE)};
+    END IF;
     IF NOT v_ok THEN
         CALL {qname(layer, 'audit_append')}('export.refused', p_request,
             JSON_OBJECT('reason', v_reason, 'format', p_format), v_seq);
