@@ -248,6 +248,10 @@ def resolve_table_aliases(scopes: list[Scope], catalog: Catalog, dialect: str
     problems: list[Finding] = []
     maps: dict[int, tuple[exp.Table, str, list[str], list[str]]] = {}
     for scope in scopes:
+        problems.extend(_stars_over_lists(scope))
+    if problems:
+        return problems
+    for scope in scopes:
         for source in scope.sources.values():
             if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
                 continue
@@ -303,6 +307,30 @@ def resolve_table_aliases(scopes: list[Scope], catalog: Catalog, dialect: str
     for table, *_ in maps.values():
         table.args["alias"].set("columns", None)
     return problems
+
+
+def _stars_over_lists(scope: Scope) -> list[Finding]:
+    """``SELECT *`` (or ``u.*``) over a table alias with a column list: the gate could not
+    expand it to the permitted columns (a list that repeats a real name, as ``u(a, b, c,
+    d, e, family_name)``, left ``*`` in the regenerated SQL; the fourth review), so it is
+    refused: name the columns."""
+    listed = {name for name, src in scope.sources.items()
+              if isinstance(src, exp.Table) and isinstance(src.args.get("alias"), exp.TableAlias)
+              and src.args["alias"].columns}
+    select = scope.expression
+    if not listed or not isinstance(select, exp.Select):
+        return []
+    out = []
+    for proj in select.expressions:
+        star = isinstance(proj, exp.Star) or (
+            isinstance(proj, exp.Column) and isinstance(proj.this, exp.Star)
+            and (not proj.table or proj.table in listed))
+        if star:
+            out.append(finding(
+                "R-ALIAS-COLUMNS", f"{proj.sql()} over a table alias with a column list "
+                f"({', '.join(sorted(listed))}): name the columns in the select list",
+                proj.sql(), proj))
+    return out
 
 
 def renamed_from(col: exp.Expr) -> str | None:
