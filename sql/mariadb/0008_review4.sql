@@ -16,6 +16,7 @@
 --    check): an untraced oracle.  Checking the ids a request names is a lookup now
 --    (patron_unknown, generated, calls lookup_trace): a trace row that survives the
 --    rollback, under the same hourly bound as patron_lookup.
+-- 3. Whom a request may disclose to: below.
 
 -- The hourly bound and the trace row of a lookup, shared by patron_lookup and the checks
 -- of request_create: p_found is the JSON array of the patrons the lookup resolved (or
@@ -108,6 +109,29 @@ BEGIN
     END IF;
     IF NOT p_ok THEN
         SET p_basis = NULL, p_columns = NULL;
+    END IF;
+END$$
+DELIMITER ;
+
+-- 3. Whom a request may disclose to (as on PostgreSQL, layer 7): a login that holds the
+--    exporter or the disclosure role, checked when a request is recorded and again when
+--    it is approved, whatever path writes the row (grantee_check is generated: it names
+--    the roles).  A request "for" the Koha application's account was accepted and
+--    approved.
+DELIMITER $$
+CREATE OR REPLACE DEFINER={owner} TRIGGER {layer}.request_grantee_recorded
+    BEFORE INSERT ON {layer}.request FOR EACH ROW
+BEGIN
+    CALL {layer}.grantee_check(NEW.grantee);
+END$$
+DELIMITER ;
+
+DELIMITER $$
+CREATE OR REPLACE DEFINER={owner} TRIGGER {layer}.request_grantee_approved
+    BEFORE UPDATE ON {layer}.request FOR EACH ROW
+BEGIN
+    IF NEW.status = 'approved' AND OLD.status <> 'approved' THEN
+        CALL {layer}.grantee_check(NEW.grantee);
     END IF;
 END$$
 DELIMITER ;

@@ -62,7 +62,7 @@ def test_drafts_do_not_excuse_lookups(installed_module: KohaDb) -> None:
     """lookup 10 -> draft naming them -> lookup 10 more: refused (a draft nobody approved
     excuses nothing), and the refusal is traced."""
     db = installed_module
-    carl = db.login("carl", "admin")
+    carl = db.login("carl", "admin", "disclosure")
     read = 0
     with db.connect(carl) as c:
         with pytest.raises(pymysql.err.MySQLError) as exc:
@@ -79,7 +79,7 @@ def test_drafts_do_not_excuse_lookups(installed_module: KohaDb) -> None:
 
 def test_drafts_per_hour_are_bounded(installed_module: KohaDb) -> None:
     db = installed_module
-    dave = db.login("dave", "admin")
+    dave = db.login("dave", "admin", "disclosure")
     with db.connect(dave) as c:
         for i in range(5):
             create(db, c, [1500 + i])
@@ -95,7 +95,7 @@ def test_the_legitimate_flow_still_works(installed_module: KohaDb) -> None:
     """A clerk looks 10 patrons up, names them in a request, another admin approves it;
     the clerk's next lookup of 10 other patrons is within the bound."""
     db = installed_module
-    erin, fred = db.login("erin", "admin"), db.login("fred", "admin")
+    erin, fred = db.login("erin", "admin", "disclosure"), db.login("fred", "admin")
     with db.connect(erin) as c:
         assert len(lookup(db, c, list(range(1200, 1210)))) == 10
         rid = create(db, c, list(range(1200, 1210)))
@@ -126,7 +126,7 @@ def test_the_legitimate_flow_still_works(installed_module: KohaDb) -> None:
 def test_request_text_refuses_control_characters(installed_module: KohaDb, agency: str,
                                                  reason: str, field: str) -> None:
     db = installed_module
-    gina = db.login(f"gina{abs(hash((agency, reason))) % 10_000}", "admin")
+    gina = db.login(f"gina{abs(hash((agency, reason))) % 10_000}", "admin", "disclosure")
     with db.connect(gina) as c:
         with pytest.raises(pymysql.err.MySQLError) as exc:
             create(db, c, [1700], agency=agency, reason=reason)

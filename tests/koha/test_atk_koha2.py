@@ -71,7 +71,7 @@ def test_a_request_names_a_patron_by_its_id_or_its_own_card(installed_module: Ko
     officer's form could name patron 77's card (or a person) while the export disclosed
     patron 56.  Only the id or a card of that very patron is recorded."""
     db = installed_module
-    gus = db.login("k2gus", "admin")
+    gus = db.login("k2gus", "admin", "disclosure")
     card = {n: db.scalar(f"SELECT cardnumber FROM `{db.name}`.borrowers "
                          "WHERE borrowernumber = %s", (n,)) for n in (56, 77)}
     call = (f"CALL `{db.layer}`.request_create('emergency', 'State Police', 'Pat Officer', "
@@ -94,7 +94,7 @@ def test_a_request_change_alone_in_autocommit_is_refused(installed_module: KohaD
     approved with no entry.  A request is recorded, approved, revoked or closed inside a
     transaction only; there, a failed append undoes the change."""
     db = installed_module
-    hal, ida = db.login("k2hal", "admin"), db.login("k2ida", "admin")
+    hal, ida = db.login("k2hal", "admin", "disclosure"), db.login("k2ida", "admin")
     call = (f"CALL `{db.layer}`.request_create('emergency', 'State Police', 'Pat Officer', "
             "'4711', '2026-CR-17', 'imminent danger', NULL, NULL, NULL, '[57]', NULL, "
             "'[\"borrowers.surname\"]', UTC_TIMESTAMP(6) + INTERVAL 1 HOUR, NULL)")

@@ -56,11 +56,12 @@ def test_self_approval_is_refused_and_logged(world) -> None:
 
 
 def test_the_account_a_request_discloses_to_cannot_approve_it(world) -> None:
-    """The attack: alice records a request for bob, bob (an admin too) approves his own
+    """The attack: alice records a request for bea, bea (an admin too) approves her own
     access; the database refuses it and logs the refusal."""
     db, staff = world
-    rid = staff.request(staff.alice, [13], grantee=staff.bob)
-    with db.connect(staff.bob, autocommit=False) as c:
+    bea = db.login("bea", "admin", "disclosure")
+    rid = staff.request(staff.alice, [13], grantee=bea)
+    with db.connect(bea, autocommit=False) as c:
         with pytest.raises(Refused, match="discloses to cannot approve it"):
             rq.approve(c, rid)
         c.commit()
@@ -116,8 +117,8 @@ def test_export_refusals_are_logged_not_raised(world, case: str) -> None:
     db, staff = world
     approve = None if case == "draft" else staff.bob
     if case == "not-grantee":
-        # alice creates it for bob, carol approves: alice may not export it
-        rid = staff.request(staff.alice, [41], grantee=staff.bob, approve_as=staff.carol)
+        # alice creates it for dora, carol approves: alice may not export it
+        rid = staff.request(staff.alice, [41], grantee=staff.dora, approve_as=staff.carol)
     else:
         rid = staff.request(staff.alice, [41], approve_as=approve)
     if case in ("revoked", "closed"):

@@ -102,7 +102,7 @@ def create_account(db: KohaDb, user: str, host: str, kind: str) -> None:
 
 def test_admin_lookup_is_bounded_and_leaves_a_trace_that_survives_rollback(world) -> None:
     db = world.db
-    carl = db.login("carl", "admin")
+    carl = db.login("carl", "admin", "disclosure")
     lookup = f"CALL {world.layer}.patron_lookup(%s, %s)"
     with db.connect(carl, autocommit=False) as c:
         # the attack as reported: names and birth dates of patrons in no request, and

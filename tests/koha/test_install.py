@@ -143,7 +143,7 @@ def test_tampered_layer_routine_is_repaired(installed: KohaDb) -> None:
     with installed.connect() as c:
         assert m.compute_install_plan(c, installed.rules, reports=all_reports).steps == []
         assert c.execute("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE "
-                         "EVENT_OBJECT_SCHEMA = %s", (installed.layer,)).fetchone()[0] == 7
+                         "EVENT_OBJECT_SCHEMA = %s", (installed.layer,)).fetchone()[0] == 9
 
 
 def test_uninstall_restores_show_create_and_grant_tables(koha: KohaDb) -> None:

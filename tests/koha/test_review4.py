@@ -73,7 +73,7 @@ def test_a_short_group_concat_limit_cannot_change_whom_an_export_names(
 def test_request_checks_inside_a_rolled_back_transaction_are_traced_and_bounded(
         installed_module: KohaDb) -> None:
     db = installed_module
-    dan = db.login("r4dan", "admin")
+    dan = db.login("r4dan", "admin", "disclosure")
     call = (f"CALL `{db.layer}`.request_create('emergency', 'x', 'x', '1', '1', 'r', NULL, "
             "NULL, NULL, %s, %s, '[\"borrowers.surname\"]', UTC_TIMESTAMP(6) + INTERVAL 1 "
             "HOUR, NULL)")
@@ -132,3 +132,30 @@ def test_exports_and_lookups_refuse_a_view_in_place_of_borrowers(koha: KohaDb) -
     with db.connect(app) as c:  # put Koha back for the fixture's clean-up
         c.execute("DROP VIEW borrowers")
         c.execute("RENAME TABLE zz_borrowers_real TO borrowers")
+
+
+def test_a_request_discloses_only_to_an_exporter_or_disclosure_login(
+        installed_module: KohaDb) -> None:
+    """The parity gap: a request "for" the Koha application's account (or any login
+    outside the two roles) was recorded and approved; PostgreSQL refuses it (layer 7)."""
+    from test_planted import app_account
+
+    db = installed_module
+    staff = Staff(db, alice=db.login("r4ada", "admin", "disclosure"),
+                  bob=db.login("r4bo", "admin"), dora="", erin="")
+    app = app_account(db)
+    with pytest.raises(Exception, match="holds neither the exporter nor the disclosure role"):
+        staff.request(staff.alice, [17], grantee=app)
+    # granted afterwards and taken away again before the approval: refused there too
+    rid = staff.request(staff.alice, [17], grantee=db.login("r4cy", "disclosure"))
+    with db.connect() as c:
+        for kind in ("disclosure", "exporter"):  # function mode grants the exporter role
+            if c.execute("SELECT COUNT(*) FROM mysql.roles_mapping WHERE User = %s AND "
+                         "Role = %s", (f"{db.prefix}r4cy", db.role(kind))).fetchone()[0]:
+                c.execute(f"REVOKE `{db.role(kind)}` FROM `{db.prefix}r4cy`@'%'")
+    with pytest.raises(Exception, match="holds neither the exporter nor the disclosure role"):
+        with db.connect(staff.bob, autocommit=False) as c:
+            from ils_redact.disclosure import requests as rq
+
+            rq.approve(c, rid)
+    assert db.scalar(f"SELECT status FROM `{db.layer}`.request WHERE id = %s", (rid,)) == "draft"

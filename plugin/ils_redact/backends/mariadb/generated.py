@@ -537,9 +537,43 @@ def named_as_check(rules: Rules, catalog: Catalog, layer: str) -> Generated:
                      "checks that a request names each patron by its id or its own card")
 
 
+def grantee_check(rules: Rules, catalog: Catalog, layer: str) -> Generated:
+    """Whom a request may disclose to: a login that holds the exporter or the disclosure
+    role (granted to it directly, as ``staff grant`` does).  Called by the request table's
+    triggers (layer 8) when a request is recorded and when it is approved, whoever writes
+    it; as on PostgreSQL (layer 7), where the Koha application's account, say, cannot be
+    a grantee."""
+    roles = rules.roles(catalog.database or "")
+    allowed = ", ".join(string(roles[k]) for k in ("exporter", "disclosure"))
+    create = (
+        f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'grantee_check')}"
+        "(IN p_grantee VARCHAR(400))\n"
+        "    READS SQL DATA SQL SECURITY DEFINER\n"
+        "    COMMENT 'ils-redact: a request discloses to an exporter or disclosure login "
+        "(internal)'\n"
+        "BEGIN\n"
+        "    DECLARE v_msg VARCHAR(700);\n"
+        "    DECLARE v_host VARCHAR(255) DEFAULT SUBSTRING_INDEX(p_grantee, '@', -1);\n"
+        "    DECLARE v_user VARCHAR(400)\n"
+        "        DEFAULT LEFT(p_grantee, CHAR_LENGTH(p_grantee) - CHAR_LENGTH(v_host) - 1);\n"
+        "    IF p_grantee IS NULL OR LOCATE('@', p_grantee) = 0 OR NOT EXISTS (\n"
+        "            SELECT 1 FROM mysql.roles_mapping m WHERE m.User = v_user\n"
+        f"              AND m.Host = v_host AND m.Role IN ({allowed})) THEN\n"
+        "        SET v_msg = CONCAT('the login ', LEFT(COALESCE(p_grantee, '(none)'), 400),\n"
+        "                           ' holds neither the exporter nor the disclosure role: a ',\n"
+        "                           'request discloses only to such a login (ils-redact ',\n"
+        "                           'staff grant LOGIN --role disclosure)');\n"
+        "        SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = v_msg;\n"
+        "    END IF;\n"
+        "END")
+    return Generated("PROCEDURE", "grantee_check", "owner", create,
+                     "checks that a request's grantee is an exporter or disclosure login")
+
+
 def generated_objects(rules: Rules, catalog: Catalog, layer: str) -> list[Generated]:
     out = [identity_view(rules, catalog, layer, t.relation) for t in rules.identity]
     out += [identity_lookup(rules, catalog, layer, t.relation) for t in rules.identity]
     out += [patron_unknown(rules, catalog, layer), patron_lookup(rules, catalog, layer),
-            export_procedure(rules, catalog, layer), named_as_check(rules, catalog, layer)]
+            export_procedure(rules, catalog, layer), named_as_check(rules, catalog, layer),
+            grantee_check(rules, catalog, layer)]
     return out

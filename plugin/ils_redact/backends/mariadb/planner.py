@@ -68,8 +68,10 @@ _OWNER_TABLES = {
     "trace": ("SELECT", "INSERT", "TRIGGER"),  # TRIGGER: definer of its two triggers
 }
 #: what caller_account() reads to find the account a session logged in as (no password
-#: hash: only the user and host columns)
-_OWNER_GRANT_TABLE_COLUMNS = ("mysql", "global_priv", ("User", "Host"))
+#: hash: only the user and host columns), and what grantee_check reads to tell whether a
+#: request's grantee holds the exporter or disclosure role
+_OWNER_GRANT_TABLE_COLUMNS = (("mysql", "global_priv", ("User", "Host")),
+                              ("mysql", "roles_mapping", ("User", "Host", "Role")))
 #: routines each role may call; no role may call audit_append (only the layer's
 #: routines append, with fixed actions)
 _ROLE_ROUTINES = {
@@ -195,9 +197,9 @@ def desired_grants(rules: Rules, catalog: Catalog, n: Names,
     for table, privs in _OWNER_TABLES.items():
         for priv in privs:
             out.add(Grant(owner, "table", n.layer, table, priv))
-    mdb, mtable, mcols = _OWNER_GRANT_TABLE_COLUMNS
-    for c in mcols:
-        out.add(Grant(owner, "column", mdb, mtable, "SELECT", c))
+    for mdb, mtable, mcols in _OWNER_GRANT_TABLE_COLUMNS:
+        for c in mcols:
+            out.add(Grant(owner, "column", mdb, mtable, "SELECT", c))
     out.add(Grant(owner, "database", n.layer, "", "EXECUTE"))
     for g in generated:
         if g.granted_to:
