@@ -166,3 +166,32 @@ def test_a_court_order_for_one_field_tells_nothing_of_other_tables(eg_db: EgDb) 
     assert lines[0] == 'patron_id,relation,"actor.usr.family_name"'
     assert [line.split(",")[:2] for line in lines[1:]] == [["10", '"actor.usr"']], document
     assert manifest["rows"] == 1
+
+
+def test_lookups_in_separate_transactions_are_bounded_per_hour(eg_db: EgDb) -> None:
+    """Thirty separate lookups of ten read 300 patrons: the per-transaction cap alone did
+    not bound an admin paging through the patron file."""
+    with eg_db.connect(autocommit=False) as conn:
+        pg.install(conn, eg_db.rules, reports=all_reports)
+    staff = Staff(eg_db)
+    read = 0
+    with staff.connect(staff.admin) as conn:  # autocommit: each call its own transaction
+        with pytest.raises(errors.InvalidParameterValue, match="lookup refused: 20 patrons"):
+            for i in range(30):
+                ids = list(range(1000 + 10 * i, 1010 + 10 * i))
+                read += len(conn.execute("SELECT * FROM ils_redact.patron_lookup(%s, NULL)",
+                                         (ids,)).fetchall())
+    assert read == 10
+    # a request approved by another login excuses the patrons it names
+    with staff.connect(staff.admin) as conn:
+        rid = conn.execute(
+            "SELECT ils_redact.request_create('emergency', 'Metro Police', 'Jane Roe', "
+            "'4471', '26-1182', 'credible threat', NULL, NULL, NULL, %s::bigint[], NULL, "
+            "ARRAY['actor.usr.family_name'], now() + interval '2 hours', %s)",
+            (list(range(1000, 1010)), staff.exporter)).fetchone()[0]
+    with staff.connect(staff.director) as conn:
+        conn.execute("SELECT ils_redact.request_approve(%s)", (rid,))
+    with staff.connect(staff.admin) as conn:
+        rows = conn.execute("SELECT * FROM ils_redact.patron_lookup(%s, NULL)",
+                            (list(range(1010, 1020)),)).fetchall()
+    assert len(rows) == 10
