@@ -40,11 +40,15 @@ PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
 
 def pinned_options(dsn: str, options: str | None) -> str:
     """The connection's ``options`` with ``search_path`` pinned last (a later ``-c``
-    wins): the DSN's own options and the caller's are kept."""
+    wins): the DSN's own options (or, as libpq would take them, ``PGOPTIONS``) and the
+    caller's are kept."""
+    import os
+
     try:
         from_dsn = conninfo_to_dict(dsn).get("options") or ""
     except psycopg.ProgrammingError:
         from_dsn = ""  # psycopg.connect says why
+    from_dsn = from_dsn or os.environ.get("PGOPTIONS", "")
     pin = "-c search_path=" + PINNED_SEARCH_PATH.replace(" ", "\\ ")
     return " ".join(x for x in (str(from_dsn), options or "", pin) if x)
 
