@@ -2,13 +2,17 @@
 Koha on MariaDB (``-m "not mariadb"`` leaves the second out).
 
 The sysadmin's spine through the CLI (plan changes nothing, install twice is a no-op,
-status sees drift and install repairs it, uninstall leaves what was there) and the
-statistics rules' refusals.  What only one engine has stays in its own files
+status sees drift and install repairs it, uninstall leaves what was there), the
+disclosure lifecycle and its audit trail through the CLI, and the statistics rules'
+refusals.  What only one engine has stays in its own files
 (tests/test_install_pg.py, tests/koha/test_install.py, ...).  Real servers only.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -145,3 +149,60 @@ def test_exhaustive_reading_agrees_with_the_shortcut(library: Library, tmp_path:
     assert [f.code for f in leak] == ["E-READABLE"] and names in leak[0].why
     assert [f.code for f in fast.check(stats).findings] == ["E-READABLE"]
     assert fast.exit_code == 1
+
+
+def test_disclosure_lifecycle_through_the_cli(library: Library, tmp_path: Path) -> None:
+    """A clerk records an emergency request (one patron by id, one by card), cannot
+    approve it herself, cannot export the draft; the director approves; the export's
+    document matches its manifest and its audit entry; a closed request exports nothing;
+    the audit log says all of it, in order, and verifies."""
+    rules = library.rules(tmp_path)
+    res = library.cli(rules, "install", "--quiet")
+    assert res.returncode == 0, res.stderr
+    clerk = library.staff(rules, "clerk", "admin", "disclosure")
+    director = library.staff(rules, "director", "admin")
+    a, b = 62, 61
+    res = library.cli_as(clerk, rules, "--format", "json", "request", "create", "--basis",
+                         "emergency", "--agency", "Metro Police", "--officer", "Jane Roe",
+                         "--badge", "4471", "--case", "26-1182", "--reason",
+                         "credible threat of violence", "--patron", str(a), "--barcode",
+                         library.card_of(b), "--hours", "2", "--yes")
+    assert res.returncode == 0, res.stderr
+    rid = int(json.loads(res.stdout)["request"])
+    res = library.cli_as(clerk, rules, "request", "approve", str(rid))
+    assert res.returncode == 1 and "two-person rule" in res.stderr, res.stderr
+    res = library.cli_as(clerk, rules, "export", "--request", str(rid))
+    assert res.returncode == 1 and "not approved" in res.stderr, res.stderr
+    res = library.cli_as(director, rules, "request", "approve", str(rid))
+    assert res.returncode == 0, res.stderr
+
+    out = tmp_path / "records.csv"
+    res = library.cli_as(clerk, rules, "export", "--request", str(rid), "--format", "csv",
+                         "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    data = out.read_bytes()
+    manifest = json.loads((tmp_path / "records.csv.manifest.json").read_text())
+    assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
+    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    assert {int(r["patron_id"]) for r in rows} == {a, b}
+    assert manifest["patrons"] == 2 and manifest["rows"] == len(rows)
+    assert {r[library.surname_column] for r in rows if r[library.surname_column]} == \
+        library.surnames([a, b])
+
+    res = library.cli_as(director, rules, "request", "close", str(rid), "--reason",
+                         "records delivered")
+    assert res.returncode == 0, res.stderr
+    res = library.cli_as(clerk, rules, "export", "--request", str(rid))
+    assert res.returncode == 1 and "closed" in res.stderr, res.stderr
+
+    res = library.cli_as(director, rules, "--format", "json", "audit", "log")
+    assert res.returncode == 0, res.stderr
+    entries = [e for e in json.loads(res.stdout) if e["request_id"] == rid]
+    assert [e["action"] for e in entries] == [
+        "request.created", "request.approve.refused", "export.refused", "request.approved",
+        "export", "request.closed", "export.refused"]
+    export = next(e for e in entries if e["action"] == "export")
+    assert export["detail"]["sha256"] == manifest["sha256"]
+    assert export["actor"].split("@")[0] == clerk
+    res = library.cli_as(director, rules, "audit", "verify")
+    assert res.returncode == 0 and "intact" in res.stdout, res.stdout + res.stderr

@@ -195,3 +195,20 @@ def test_lookups_in_separate_transactions_are_bounded_per_hour(eg_db: EgDb) -> N
         rows = conn.execute("SELECT * FROM ils_redact.patron_lookup(%s, NULL)",
                             (list(range(1010, 1020)),)).fetchall()
     assert len(rows) == 10
+
+
+def test_a_lookup_late_in_a_long_block_is_stamped_when_it_runs(eg_db: EgDb) -> None:
+    """The re-check: lookups were stamped with the statement's start, so a DO block that
+    waited an hour first stamped them all outside the hourly bound.  A lookup two seconds
+    into one statement is stamped two seconds after the statement began."""
+    with eg_db.connect(autocommit=False) as conn:
+        pg.install(conn, eg_db.rules, reports=all_reports)
+    staff = Staff(eg_db)
+    with staff.connect(staff.admin, autocommit=False) as conn:
+        started = conn.execute(
+            "SELECT statement_timestamp() FROM (SELECT 1 FROM pg_sleep(2)) s, "
+            "LATERAL ils_redact.patron_lookup(ARRAY[21, 22]::bigint[], NULL) x "
+            "LIMIT 1").fetchone()[0]
+        conn.commit()
+    at = eg_db.scalar("SELECT min(at) FROM ils_redact.patron_lookup_tx")
+    assert at is not None and (at - started).total_seconds() >= 1.5, (started, at)

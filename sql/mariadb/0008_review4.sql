@@ -18,6 +18,14 @@
 --    rollback, under the same hourly bound as patron_lookup.
 -- 3. Whom a request may disclose to: below.
 
+-- 4. A request procedure wrote its rows first and its audit entry last; when the entry
+--    could not be written (another session holding the audit lock: error 1205 after 5 s,
+--    or the CALL interrupted by max_statement_time) MariaDB undid that statement only, and
+--    the caller could COMMIT the rest: a request, or an approval with its scope, with no
+--    entry (the fourth review's re-check).  request_approve now writes its entry first,
+--    and refuses a request whose creation has no entry; export_check refuses a request
+--    whose approval has none.
+
 -- The hourly bound and the trace row of a lookup, shared by patron_lookup and the checks
 -- of request_create: p_found is the JSON array of the patrons the lookup resolved (or
 -- names); refused, with a 'lookup.refused' row, when this account's lookups in the last
@@ -93,6 +101,9 @@ BEGIN
         SET p_reason = CONCAT('request was approved for ', v_grantee, ', not ', v_me);
     ELSEIF {layer}.setting_text('access') = 'role' AND NOT {layer}.covers_all(p_columns) THEN
         SET p_reason = 'access: role cannot limit a request to some identity fields';
+    ELSEIF NOT EXISTS (SELECT 1 FROM {layer}.audit_log a WHERE a.request_id = p_request
+                       AND a.action = 'request.approved') THEN
+        SET p_reason = 'the approval of this request has no audit entry';
     ELSE
         SET p_ok = TRUE;
         -- JSON_ARRAYAGG stops at the session's group_concat_max_len, which the caller
@@ -133,6 +144,76 @@ BEGIN
     IF NEW.status = 'approved' AND OLD.status <> 'approved' THEN
         CALL {layer}.grantee_check(NEW.grantee);
     END IF;
+END$$
+DELIMITER ;
+
+DELIMITER $$
+CREATE OR REPLACE DEFINER={owner} PROCEDURE {layer}.request_approve(IN p_request BIGINT)
+    MODIFIES SQL DATA SQL SECURITY DEFINER
+    COMMENT 'ils-redact: approve a draft request (two-person rule); returns the refusal or NULL'
+BEGIN
+    DECLARE v_n INT;
+    DECLARE v_seq BIGINT;
+    DECLARE v_found INT;
+    DECLARE v_reason VARCHAR(500) DEFAULT NULL;
+    DECLARE v_created_by VARCHAR(400);
+    DECLARE v_status VARCHAR(10);
+    DECLARE v_grantee VARCHAR(400);
+    DECLARE v_expires DATETIME(6);
+    DECLARE v_columns LONGTEXT;
+    DECLARE v_me VARCHAR(400);
+    DECLARE v_now DATETIME(6);
+    CALL {layer}.caller_required(v_me);
+    CALL {layer}.sweep_run(v_n);
+    SET v_now = {layer}.clock_utc();
+    SELECT COUNT(*), MAX(r.created_by), MAX(r.status), MAX(r.grantee), MAX(r.expires_at),
+           MAX(r.columns)
+    INTO v_found, v_created_by, v_status, v_grantee, v_expires, v_columns
+    FROM {layer}.request r WHERE r.id = p_request FOR UPDATE;
+    IF v_found = 0 THEN
+        SET v_reason = 'no such request';
+    ELSEIF v_created_by = v_me THEN
+        SET v_reason = 'the login that created a request cannot approve it (two-person rule)';
+    ELSEIF v_grantee = v_me THEN
+        SET v_reason = 'the login a request discloses to cannot approve it (two-person rule)';
+    ELSEIF v_status <> 'draft' THEN
+        SET v_reason = CONCAT('request is ', v_status, ', not draft');
+    ELSEIF NOT EXISTS (SELECT 1 FROM {layer}.audit_log a WHERE a.request_id = p_request
+                       AND a.action = 'request.created') THEN
+        SET v_reason = 'the request has no audit entry of its creation (recorded by hand, or committed after its entry failed): record it again';
+    ELSEIF v_expires <= v_now THEN
+        SET v_reason = 'request has expired';
+    ELSEIF {layer}.setting_text('access') = 'role' AND NOT {layer}.covers_all(v_columns) THEN
+        SET v_reason = 'access: role cannot limit a request to some identity fields (the disclosure role reads every identity field of a patron in its scope)';
+    ELSEIF LOCATE('@', v_grantee) = 0 OR {layer}.account_namesakes(v_grantee) > 0 THEN
+        SET v_reason = CONCAT('the grantee ', v_grantee, ' is not one account (its user name ',
+                              'is shared, or it predates version 4): scope is keyed on the account');
+    ELSEIF LOCATE('/', SUBSTRING_INDEX(v_grantee, '@', -1)) > 0 THEN
+        SET v_reason = CONCAT('the grantee ', v_grantee, ' has an address/mask host, which the ',
+                              'identity views do not match: give it a host with wildcards');
+    END IF;
+    IF v_reason IS NOT NULL THEN
+        CALL {layer}.audit_append('request.approve.refused', p_request,
+                                  JSON_OBJECT('reason', v_reason), v_seq);
+    ELSE
+        -- the entry first: if it cannot be written (the audit lock held, the statement
+        -- interrupted), nothing is approved, whatever the caller then commits
+        CALL {layer}.audit_append('request.approved', p_request,
+            JSON_OBJECT('grantee', v_grantee,
+                        'expires_at', DATE_FORMAT(v_expires, '%Y-%m-%dT%H:%i:%s.%fZ'),
+                        'created_by', v_created_by), v_seq);
+        UPDATE {layer}.request SET status = 'approved', approved_by = v_me, approved_at = v_now
+        WHERE id = p_request;
+        INSERT INTO {layer}.scope (patron_id, grantee, grantee_user, grantee_host, expires_at,
+                                   request_id, created_by, created_at, all_fields)
+        SELECT rp.patron_id, v_grantee,
+               LEFT(v_grantee, CHAR_LENGTH(v_grantee)
+                               - CHAR_LENGTH(SUBSTRING_INDEX(v_grantee, '@', -1)) - 1),
+               SUBSTRING_INDEX(v_grantee, '@', -1), v_expires, p_request, v_me, v_now,
+               {layer}.covers_all(v_columns)
+        FROM {layer}.request_patron rp WHERE rp.request_id = p_request;
+    END IF;
+    SELECT v_reason AS refusal;
 END$$
 DELIMITER ;
 

@@ -159,3 +159,59 @@ def test_a_request_discloses_only_to_an_exporter_or_disclosure_login(
 
             rq.approve(c, rid)
     assert db.scalar(f"SELECT status FROM `{db.layer}`.request WHERE id = %s", (rid,)) == "draft"
+
+
+def test_a_request_or_approval_whose_entry_failed_cannot_be_committed_into_use(
+        installed_module: KohaDb) -> None:
+    """The re-check: with the audit lock held by another session, request_create and
+    request_approve failed at their final audit append (1205 after 5 s), MariaDB undid
+    that statement only, and the caller committed the rest: a request, and an approval
+    with its scope, that the log never mentions."""
+    db = installed_module
+    staff = Staff(db, alice=db.login("r5ann", "admin", "disclosure"),
+                  bob=db.login("r5bob", "admin"), dora="", erin="")
+    holder = db.login("r5hol", "admin")
+    rid = staff.request(staff.alice, [71])  # a draft, with its entry
+    layer = f"`{db.layer}`"
+    with db.connect(holder, autocommit=False) as h:
+        h.execute(f"SELECT seq FROM {layer}.audit_log ORDER BY seq DESC LIMIT 1 FOR UPDATE")
+        h.rows(f"SELECT seq FROM {layer}.audit_log FOR UPDATE")
+        # the approval fails on the lock; the approver commits whatever is left
+        with db.connect(staff.bob, autocommit=False) as c:
+            c.execute("SET SESSION innodb_lock_wait_timeout = 2")
+            c.execute("START TRANSACTION")
+            with pytest.raises(pymysql.err.MySQLError):
+                c.rows(f"CALL {layer}.request_approve(%s)", (rid,))
+            c.execute("COMMIT")
+        # so does a new request, recorded while the lock is held
+        with db.connect(staff.alice, autocommit=False) as c:
+            c.execute("SET SESSION innodb_lock_wait_timeout = 2")
+            c.execute("START TRANSACTION")
+            with pytest.raises(pymysql.err.MySQLError):
+                c.rows(f"CALL {layer}.request_create('emergency', 'x', 'x', '1', '1', 'r', "
+                       "NULL, NULL, NULL, '[72]', NULL, '[\"borrowers.surname\"]', "
+                       "UTC_TIMESTAMP(6) + INTERVAL 1 HOUR, NULL)")
+            c.execute("COMMIT")
+        h.rollback()
+    assert db.scalar(f"SELECT status FROM {layer}.request WHERE id = %s", (rid,)) == "draft"
+    assert db.scalar(f"SELECT COUNT(*) FROM {layer}.scope WHERE request_id = %s", (rid,)) == 0
+    orphan = db.scalar(f"SELECT MAX(id) FROM {layer}.request WHERE created_by LIKE %s",
+                       (staff.alice + "@%",))
+    if orphan != rid:  # the request row committed without its entry: never approvable
+        with db.connect(staff.bob, autocommit=False) as c:
+            c.execute("START TRANSACTION")
+            refusal = c.rows(f"CALL {layer}.request_approve(%s)", (orphan,))[0][0]
+            c.execute("COMMIT")
+        assert "no audit entry of its creation" in str(refusal), refusal
+    # and an approval written by hand, with no entry, exports nothing
+    eve = db.login("r5eve", "disclosure")
+    with db.connect(autocommit=False) as c:  # (a request changes inside a transaction)
+        c.execute(f"UPDATE {layer}.request SET status = 'approved', approved_by = 'x@%%', "
+                  f"approved_at = UTC_TIMESTAMP(6), grantee = %s WHERE id = %s",
+                  (eve + "@%", rid))
+        c.commit()
+    with db.connect(eve, autocommit=False) as c:
+        rows = c.rows(f"CALL {layer}.export(%s, 'csv')", (rid,))
+        c.commit()
+    assert rows[0][1] is None and "approval of this request has no audit entry" in \
+        str(rows[0][2]), rows

@@ -133,6 +133,48 @@ class Library:
         return (f"empirical/disclosure/{db}.borrowers", "email, password (2 of",
                 f"empirical/stats/{layer}.scope")
 
+    def staff(self, rules: Path, name: str, *kinds: str) -> str:
+        """A staff login ``<prefix>name`` in the given role kinds, made by ``staff grant``
+        (MariaDB: an account ``name@%`` with the tests' password)."""
+        if self.engine == "mariadb":
+            return str(self.db.login(name, *kinds))
+        login = f"{self.db.prefix}{name}"
+        for i, kind in enumerate(kinds):
+            res = self.cli(rules, "staff", "grant", login, "--role", kind,
+                           *(["--create"] if i == 0 else []))
+            assert res.returncode == 0, res.stderr
+        return login
+
+    def cli_as(self, login: str, rules: Path, *args: str) -> subprocess.CompletedProcess:
+        """``ils-redact`` as a staff login."""
+        from support.koha import PASSWORD
+
+        dsn = (self.db.dsn_as(login) if self.engine == "postgresql"
+               else self.db.dsn_as(login, PASSWORD))
+        return run_cli("--dsn", dsn, "--rules", str(rules), *args)
+
+    def card_of(self, patron: int) -> str:
+        """An active card (barcode) of ``patron``."""
+        if self.engine == "postgresql":
+            return str(self.db.scalar("SELECT barcode FROM actor.card WHERE usr = %s AND "
+                                      "active ORDER BY id LIMIT 1", (patron,)))
+        return str(self.db.scalar(f"SELECT cardnumber FROM `{self.db.name}`.borrowers "
+                                  "WHERE borrowernumber = %s", (patron,)))
+
+    def surnames(self, patrons: list[int]) -> set[str]:
+        """The patrons' family names as the ILS holds them (read as the superuser)."""
+        if self.engine == "postgresql":
+            return {r[0] for r in self.execute(
+                "SELECT family_name FROM actor.usr WHERE id IN ("
+                + ", ".join(str(int(n)) for n in patrons) + ")")}
+        return {r[0] for r in self.execute(
+            f"SELECT surname FROM `{self.db.name}`.borrowers WHERE borrowernumber IN ("
+            + ", ".join(str(int(n)) for n in patrons) + ")")}
+
+    @property
+    def surname_column(self) -> str:
+        return "actor.usr.family_name" if self.engine == "postgresql" else "borrowers.surname"
+
     def reference_catalog_file(self, tmp: Path) -> Path:
         """The adapter's packaged schema facts as a plain JSON file (``plan --catalog``)."""
         from ils_redact.adapters import get_adapter

@@ -241,10 +241,19 @@ def build_schema(conn: Any) -> int:
             cur.execute(create_table_statement(r))
         for stmt in _referenced_indexes(rels):
             cur.execute(stmt)
-        for r in rels:
-            fks = foreign_keys_statement(r)
-            if fks:
-                _retry(cur, fks)
+        # one session at a time adds foreign keys on this server: MariaDB 10.11.19 has
+        # crashed (signal 11 in ALTER TABLE ... ADD FOREIGN KEY) when several sessions did
+        # it at once, e.g. parallel test workers each building a Koha database
+        cur.execute("SELECT GET_LOCK('ils_redact_fixture_foreign_keys', 900)")
+        cur.fetchall()
+        try:
+            for r in rels:
+                fks = foreign_keys_statement(r)
+                if fks:
+                    _retry(cur, fks)
+        finally:
+            cur.execute("SELECT RELEASE_LOCK('ils_redact_fixture_foreign_keys')")
+            cur.fetchall()
     finally:
         cur.execute("SET SESSION foreign_key_checks = 1")
     return len(rels)

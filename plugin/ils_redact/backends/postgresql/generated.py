@@ -147,7 +147,7 @@ BEGIN
     IF cardinality(v_names) > 0 THEN
         -- request_create accepts what was resolved within the hour
         DELETE FROM ils_redact.patron_lookup_tx
-        WHERE at < statement_timestamp() - interval '1 hour';
+        WHERE at < clock_timestamp() - interval '1 hour';
         SELECT count(DISTINCT n) INTO v_tx
         FROM (SELECT t.named_as FROM ils_redact.patron_lookup_tx t
               WHERE t.xid = pg_current_xact_id()
@@ -196,9 +196,12 @@ BEGIN
         -- every name, resolved or not; the rows' xmin is this transaction's own id unless
         -- the call runs in a subtransaction
         WITH ins AS (
-            INSERT INTO ils_redact.patron_lookup_tx (named_as, patron_id)
+            -- stamped with the clock, not the statement's start: a DO block that waits an
+            -- hour before its lookups would otherwise stamp them all an hour old, outside
+            -- the hourly bound (the fourth review's re-check)
+            INSERT INTO ils_redact.patron_lookup_tx (named_as, patron_id, at)
             SELECT n, (SELECT v_ids[k] FROM generate_subscripts(v_named, 1) k
-                       WHERE v_named[k] = n LIMIT 1)
+                       WHERE v_named[k] = n LIMIT 1), clock_timestamp()
             FROM unnest(v_names) n
             RETURNING xmin = pg_current_xact_id()::xid AS top)
         SELECT bool_and(top) INTO v_top FROM ins;
