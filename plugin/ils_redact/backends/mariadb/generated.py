@@ -249,9 +249,7 @@ def patron_unknown(rules: Rules, catalog: Catalog, layer: str) -> Generated:
         "    DECLARE v_me VARCHAR(400);\n"
         "    DECLARE v_gcl BIGINT UNSIGNED DEFAULT @@SESSION.group_concat_max_len;\n"
         f"    CALL {qname(layer, 'caller_required')}(v_me);\n"
-        f"    IF NOT ({base_tables_sql(rules, catalog)}) THEN\n"
-        f"        SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = {string(NOT_BASE_TABLE)};\n"
-        "    END IF;\n"
+        f"{base_tables_guard(rules, catalog)}"
         "    -- which ids are patrons is what a lookup says: traced and bounded as one\n"
         f"    CALL {qname(layer, 'lookup_trace')}(v_me, {qname(layer, 'clock_utc')}(), p_ids,\n"
         "                                        JSON_OBJECT('via', 'request'));\n"
@@ -286,6 +284,7 @@ def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
              "              UNION\n"
              f"              SELECT c.{ident(b.patron_key)} FROM {codes}\n"
              f"              JOIN {btab} c ON c.{ident(b.column)} = j.bc")
+    guard = base_tables_guard(rules, catalog)
     create = (
         f"CREATE OR REPLACE DEFINER={{owner}} PROCEDURE {qname(layer, 'patron_lookup')}"
         "(IN p_ids LONGTEXT, IN p_barcodes LONGTEXT)\n"
@@ -302,10 +301,7 @@ def patron_lookup(rules: Rules, catalog: Catalog, layer: str) -> Generated:
     DECLARE v_seq BIGINT;
     DECLARE v_msg VARCHAR(500);
     CALL {qname(layer, 'caller_required')}(v_me);
-    IF NOT ({base_tables_sql(rules, catalog)}) THEN
-        SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = {string(NOT_BASE_TABLE)};
-    END IF;
-    IF (p_ids IS NOT NULL AND (NOT JSON_VALID(p_ids) OR JSON_TYPE(p_ids) <> 'ARRAY'))
+{guard}    IF (p_ids IS NOT NULL AND (NOT JSON_VALID(p_ids) OR JSON_TYPE(p_ids) <> 'ARRAY'))
        OR (p_barcodes IS NOT NULL
            AND (NOT JSON_VALID(p_barcodes) OR JSON_TYPE(p_barcodes) <> 'ARRAY')) THEN
         SIGNAL SQLSTATE '22023' SET MESSAGE_TEXT = 'patrons are named as JSON arrays';
@@ -367,6 +363,15 @@ def base_tables_sql(rules: Rules, catalog: Catalog) -> str:
         "COALESCE((SELECT TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
         f"{string(db)} AND TABLE_NAME = {string(table)}), '') = 'BASE TABLE'"
         for db, table in tables)
+
+
+def base_tables_guard(rules: Rules, catalog: Catalog) -> str:
+    """The statement (indented, one line each) that refuses, with :data:`NOT_BASE_TABLE`,
+    when a Koha table patrons are read from is not a base table: the lookup and the
+    request's checks open with it (the export sets its refusal instead, to log it)."""
+    return (f"    IF NOT ({base_tables_sql(rules, catalog)}) THEN\n"
+            f"        SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = {string(NOT_BASE_TABLE)};\n"
+            "    END IF;\n")
 
 
 def export_procedure(rules: Rules, catalog: Catalog, layer: str) -> Generated:
@@ -526,9 +531,7 @@ def named_as_check(rules: Rules, catalog: Catalog, layer: str) -> Generated:
         "    COMMENT 'ils-redact: a patron is named by its id or its own card (internal)'\n"
         "BEGIN\n"
         "    DECLARE v_msg VARCHAR(600);\n"
-        f"    IF NOT ({base_tables_sql(rules, catalog)}) THEN\n"
-        f"        SIGNAL SQLSTATE '42000' SET MESSAGE_TEXT = {string(NOT_BASE_TABLE)};\n"
-        "    END IF;\n"
+        f"{base_tables_guard(rules, catalog)}"
         "    IF p_named IS NOT NULL AND p_named <> CAST(p_patron AS CHAR)\n"
         f"       AND NOT EXISTS (SELECT 1 FROM {qname(db, table)} c\n"
         f"                       WHERE c.{ident(b.column)} = p_named\n"
