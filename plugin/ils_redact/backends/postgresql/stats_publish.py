@@ -25,6 +25,7 @@ from ...sdc.publish import (
     solve_month,
 )
 from ...sdc.solve import Settings
+from .as_role import call_as
 from .stats import SCHEMA, live_sql
 
 INFINITY = "-infinity"
@@ -116,11 +117,9 @@ def _publish_months(conn: psycopg.Connection, report: Report, name: str, timed: 
                                    pages, row[0].isoformat() if row else None))
 
 
-#: the statistics owner's counting, in a SECURITY DEFINER function that role owns (created
-#: in ``pg_temp`` for this transaction): not ``SET LOCAL ROLE`` in the administrator's
-#: superuser session, where a row policy the ILS owner wrote for the statistics owner could
-#: ``RESET ROLE`` and run as the superuser (the fourth review).  PostgreSQL refuses to
-#: change the role inside a SECURITY DEFINER function.
+#: the statistics owner's counting, run as that role where it cannot change role
+#: (:func:`.as_role.call_as`): a row policy the ILS owner wrote for the statistics owner
+#: could otherwise ``RESET ROLE`` and run as the administrator's superuser
 COUNT_FUNCTION = """
 CREATE FUNCTION pg_temp.ils_redact_count(q text) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -141,14 +140,10 @@ $fn$
 def _count_as(conn: psycopg.Connection, owner: str, query: sql.Composable) -> list[tuple]:
     """The rows of ``query`` (month, measure, row, column, records, patrons) as counted by
     ``owner``, the statistics owner."""
-    conn.execute(COUNT_FUNCTION)
-    conn.execute(sql.SQL("ALTER FUNCTION pg_temp.ils_redact_count(text) OWNER TO {}").format(
-        sql.Identifier(owner)))
-    row = conn.execute("SELECT pg_temp.ils_redact_count(%s)",
-                       (query.as_string(conn),)).fetchone()
-    conn.execute("DROP FUNCTION pg_temp.ils_redact_count(text)")
+    rows = call_as(conn, owner, COUNT_FUNCTION, "pg_temp.ils_redact_count(text)",
+                   (query.as_string(conn),))
     out = []
-    for m, meas, r, c, v, np_ in (row[0] if row else []):
+    for m, meas, r, c, v, np_ in rows or []:
         month = dt.date.fromisoformat(m[:10]) if m is not None else None
         out.append((month, meas, r, c, int(v), int(np_)))
     return out

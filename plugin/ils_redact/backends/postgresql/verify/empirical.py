@@ -41,6 +41,7 @@ from psycopg import sql
 
 from ....checks.findings import Check, Finding
 from ....errors import StateError
+from ..as_role import call_as
 from ..introspect import function_idents
 from .context import VerifyContext
 from .expect import Expectation
@@ -233,17 +234,11 @@ def probe(ctx: VerifyContext, roles: list[str], scoped: dict[str, dict[str, str]
                 role = who["role"]
                 if role in superusers:  # catalog/<kind> reports reaching it; nothing to read
                     continue
-                # the probes run inside a SECURITY DEFINER function that the role owns:
-                # there PostgreSQL refuses SET ROLE, so code the probes make run (a view's
-                # function the planner folds, a row policy) stays that role
-                conn.execute(PROBE_FUNCTION)  # a constant, no params
-                conn.execute(sql.SQL("ALTER FUNCTION pg_temp.ils_redact_verify_probe"
-                                     "(jsonb, jsonb) OWNER TO {}").format(sql.Identifier(role)))
-                row = conn.execute(
-                    "SELECT pg_temp.ils_redact_verify_probe(%s::jsonb, %s::jsonb)",
-                    (json.dumps(cfg), json.dumps(who))).fetchone()
-                conn.execute("DROP FUNCTION pg_temp.ils_redact_verify_probe(jsonb, jsonb)")
-                raw[role] = row[0] if row else {}
+                # code the probes make run (a view's function the planner folds, a row
+                # policy) stays that role: call_as
+                raw[role] = call_as(conn, role, PROBE_FUNCTION,
+                                    "pg_temp.ils_redact_verify_probe(jsonb, jsonb)",
+                                    (json.dumps(cfg), json.dumps(who))) or {}
     except psycopg.Error as exc:
         raise StateError(f"verify: the probes failed: {exc.diag.message_primary or exc}",
                          hint="nothing was changed; run again with --debug") from None
